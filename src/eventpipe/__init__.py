@@ -1,0 +1,1 @@
+"""eventpipe: a self-hosted real-time event pipeline."""

@@ -1,0 +1,39 @@
+"""Liveness and readiness, for load balancers and Kubernetes probes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from eventpipe.core.errors import json_response
+from eventpipe.core.probes import probe_kafka, probe_postgres, probe_redis
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process serves requests; touches no dependency."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    """Readiness: Kafka, Redis and PostgreSQL each answer; 503 while any of them does not."""
+    resources = request.app.state.resources
+    settings = resources.settings
+    timeout = settings.probe_timeout_s
+    kafka, redis, postgres = await asyncio.gather(
+        probe_kafka(settings.kafka_bootstrap, timeout),
+        probe_redis(resources.redis, timeout),
+        probe_postgres(str(settings.database_url) if settings.database_url else None, timeout),
+    )
+    checks = {"kafka": kafka, "redis": redis, "postgres": postgres}
+    ready = all(result.ok for result in checks.values())
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "checks": {name: result.as_json() for name, result in checks.items()},
+    }
+    return json_response(body, 200 if ready else 503)

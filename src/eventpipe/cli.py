@@ -1,0 +1,130 @@
+"""Typer entry point: `eventpipe <role>` and the operations commands."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from eventpipe.core.config import Settings, describe_error, get_settings
+from eventpipe.core.logging import configure_logging
+
+app = typer.Typer(
+    name="eventpipe",
+    help="Self-hosted real-time event pipeline (Kafka, Redis, PostgreSQL).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+log = logging.getLogger("eventpipe")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One line on stderr and an exit status: the CLI's only way to report a wrong input."""
+    typer.echo(f"eventpipe: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load_settings() -> Settings:
+    try:
+        settings = get_settings()
+    except ValidationError as error:
+        fail(describe_error(error))
+    configure_logging(settings.log_level)
+    return settings
+
+
+def require(settings: Settings, *names: str) -> None:
+    for name in names:
+        if getattr(settings, name) is None:
+            fail(f"EVENTPIPE_{name.upper()} is not set (or run everything with `eventpipe up`)")
+
+
+@app.command()
+def api(
+    workers: Annotated[int, typer.Option(min=1, max=64, help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the HTTP API (ingest, auth, queries, dashboard)."""
+    import uvicorn
+
+    settings = load_settings()
+    uvicorn.run(
+        "eventpipe.api.app:create_app",
+        factory=True,
+        host=settings.http_host,
+        port=settings.http_port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+@app.command()
+def processor() -> None:
+    """Consume the events topic in the processors' consumer group."""
+    from eventpipe.core.signals import StopFlag
+    from eventpipe.processor.app import run_processor
+
+    settings = load_settings()
+    require(settings, "kafka_bootstrap", "redis_url", "database_url")
+    run_processor(settings, StopFlag().install())
+
+
+@app.command()
+def worker() -> None:
+    """Run background jobs from the message queue."""
+    from eventpipe.worker.app import run_worker
+
+    settings = load_settings()
+    require(settings, "redis_url", "database_url")
+    run_worker(settings)
+
+
+@app.command()
+def migrate(
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+    down: Annotated[bool, typer.Option("--down", help="downgrade to REVISION")] = False,
+) -> None:
+    """Apply (or revert) the PostgreSQL schema migrations."""
+    from eventpipe.migrations.runner import downgrade, upgrade
+
+    settings = load_settings()
+    require(settings, "database_url")
+    url = str(settings.database_url)
+    if down:
+        downgrade(url, revision)
+    else:
+        upgrade(url, revision)
+    typer.echo(f"database at revision {revision}")
+
+
+@app.command()
+def up(
+    fast_start: Annotated[
+        bool, typer.Option(help="C1-only JIT and a class-data archive for a quicker Kafka start")
+    ] = True,
+) -> None:
+    """Start local Kafka, Redis and PostgreSQL (where their URLs are unset) and every role."""
+    from eventpipe.local.up import run_up
+
+    settings = load_settings()
+    raise typer.Exit(run_up(settings, fast_start=fast_start))
+
+
+@app.command()
+def doctor() -> None:
+    """Check every dependency; say what is wrong and how to fix it."""
+    from eventpipe.local.doctor import run_doctor
+
+    settings = load_settings()
+    raise typer.Exit(run_doctor(settings))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

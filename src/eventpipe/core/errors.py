@@ -1,0 +1,84 @@
+"""One JSON error shape for every failure an HTTP client can see: {"error": {"code", "message"}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error with its HTTP status, a stable machine code and a message for humans."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+        self.extra = extra
+
+
+def json_response(
+    body: object, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(body), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    return json_response({"error": {"code": code, "message": message, **extra}}, status, headers)
+
+
+async def _api_error(_: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)  # noqa: S101 - registered for ApiError only
+    return error_response(error.status, error.code, error.message, error.headers, **error.extra)
+
+
+async def _http_error(_: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)  # noqa: S101 - registered for it only
+    code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+    headers = dict(error.headers) if error.headers else None
+    return error_response(error.status_code, code, str(error.detail), headers)
+
+
+async def _validation_error(_: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)  # noqa: S101 - registered for it only
+    problems = [
+        {"loc": [str(part) for part in item["loc"]], "message": item["msg"]}
+        for item in error.errors()
+    ]
+    first = problems[0] if problems else {"loc": [], "message": "invalid request"}
+    message = f"{'.'.join(first['loc'])}: {first['message']}"
+    return error_response(422, "invalid_request", message, problems=problems)
+
+
+async def _unexpected(request: Request, error: Exception) -> Response:
+    # Log the traceback for operators; the client gets no internals.
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
+    return error_response(500, "internal_error", "internal error; the request was not applied")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,83 @@
+"""Kafka client settings shared by every role, and topic bootstrap."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+log = logging.getLogger(__name__)
+
+_QUIET = logging.getLogger("eventpipe.librdkafka")
+
+
+def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
+    """Producer settings for events: nothing acknowledged is lost, nothing reordered per key."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        # Idempotence implies acks=all and bounded in-flight requests, so a retried send is
+        # neither duplicated nor reordered by the broker.
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": "lz4",
+        "linger.ms": 5,
+        "batch.size": 1_000_000,
+        "message.timeout.ms": 10_000,
+        "logger": _QUIET,
+    }
+    config.update(overrides)
+    return config
+
+
+def consumer_config(bootstrap: str, group: str, **overrides: Any) -> dict[str, Any]:
+    """Consumer settings for the processors: pull at our own pace, commit only what is applied."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        # Only records of committed producer transactions; harmless without transactions.
+        "isolation.level": "read_committed",
+        "logger": _QUIET,
+    }
+    config.update(overrides)
+    return config
+
+
+def admin_client(bootstrap: str) -> AdminClient:
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": _QUIET}
+    return AdminClient(config)
+
+
+def ensure_topics(bootstrap: str, topics: dict[str, int], *, timeout: float = 30.0) -> None:
+    """Create each topic with its partition count unless it already exists (replication 1 locally,
+    the broker's default elsewhere)."""
+    admin = admin_client(bootstrap)
+    existing = admin.list_topics(timeout=timeout).topics
+    missing = [
+        NewTopic(name, num_partitions=count)
+        for name, count in topics.items()
+        if name not in existing
+    ]
+    if not missing:
+        return
+    for name, future in admin.create_topics(missing, request_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as error:
+            if error.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise
+        log.info("created topic %s", name)
+
+
+def kafka_ready(bootstrap: str, timeout: float) -> bool:
+    """True when a broker answers a metadata request within `timeout` seconds."""
+    try:
+        metadata = admin_client(bootstrap).list_topics(timeout=timeout)
+    except KafkaException:
+        return False
+    return bool(metadata.brokers)

@@ -1,0 +1,142 @@
+"""`eventpipe up`: local servers plus the api, processor and worker roles, supervised as one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from eventpipe.core.config import Settings
+from eventpipe.core.kafka import ensure_topics
+from eventpipe.core.signals import StopFlag
+from eventpipe.local.process import AlreadyRunning, ManagedProcess, ServerFailed
+from eventpipe.local.stack import LocalStack, StackUrls
+from eventpipe.migrations.runner import upgrade
+
+ROLES = ("api", "processor", "worker")
+READY_TIMEOUT_S = 60.0
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _complain(line: str) -> None:
+    sys.stderr.write(f"eventpipe: {line}\n")
+    sys.stderr.flush()
+
+
+def _role_env(urls: StackUrls) -> dict[str, str]:
+    env = dict(os.environ)
+    env["EVENTPIPE_KAFKA_BOOTSTRAP"] = urls.kafka_bootstrap
+    env["EVENTPIPE_REDIS_URL"] = urls.redis_url
+    env["EVENTPIPE_DATABASE_URL"] = urls.database_url
+    return env
+
+
+def _start_role(role: str, env: dict[str, str], log_dir: Path) -> ManagedProcess:
+    log_path = log_dir / f"{role}.log"
+    with log_path.open("ab") as log_file:
+        # A session of its own: a terminal's Ctrl-C reaches `up` only, which stops roles in order.
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "eventpipe", role],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return ManagedProcess(role, popen, log_path, signal.SIGTERM)
+
+
+def _first_failure(stack: LocalStack, roles: list[ManagedProcess]) -> str | None:
+    try:
+        stack.check()
+    except ServerFailed as error:
+        return str(error)
+    for role in roles:
+        if not role.alive():
+            return (
+                f"{role.name} exited ({role.popen.returncode}); last lines of {role.log_path}:\n"
+                + (role.log_tail())
+            )
+    return None
+
+
+def _api_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_ready(
+    url: str, stack: LocalStack, roles: list[ManagedProcess], stop: StopFlag
+) -> str | None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not stop.is_set:
+        failure = _first_failure(stack, roles)
+        if failure is not None:
+            return failure
+        if _api_ready(url):
+            return None
+        if time.monotonic() > deadline:
+            return f"the api at {url} was not ready after {READY_TIMEOUT_S:g}s"
+        stop.wait(0.2)
+    return None
+
+
+def _supervise(stack: LocalStack, roles: list[ManagedProcess], stop: StopFlag) -> int:
+    while not stop.wait(0.5):
+        failure = _first_failure(stack, roles)
+        if failure is not None:
+            _complain(failure)
+            return 1
+    return 0
+
+
+def _prepare(settings: Settings, urls: StackUrls) -> None:
+    topics = {settings.events_topic: settings.partitions, settings.dlq_topic: settings.partitions}
+    ensure_topics(urls.kafka_bootstrap, topics)
+    upgrade(urls.database_url)
+
+
+def run_up(settings: Settings, *, fast_start: bool = True) -> int:
+    """Run everything until SIGTERM or Ctrl-C; returns the exit status."""
+    stop = StopFlag().install()
+    started = time.monotonic()
+    stack = LocalStack(settings, fast_start=fast_start)
+    roles: list[ManagedProcess] = []
+    try:
+        urls = stack.start()
+        if stop.is_set:
+            return 0
+        _prepare(settings, urls)
+        log_dir = settings.state_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        roles = [_start_role(role, _role_env(urls), log_dir) for role in ROLES]
+        api_url = f"http://{settings.http_host}:{settings.http_port}"
+        failure = _wait_ready(api_url, stack, roles, stop)
+        if failure is not None:
+            _complain(failure)
+            return 1
+        if stop.is_set:
+            return 0
+        _say(f"eventpipe is up at {api_url} (ready in {time.monotonic() - started:.1f}s)")
+        _say(
+            f"  kafka {urls.kafka_bootstrap}  redis {urls.redis_url}  postgres {urls.database_url}"
+        )
+        _say(f"  state and logs in {settings.state_dir}; Ctrl-C stops everything")
+        return _supervise(stack, roles, stop)
+    except (AlreadyRunning, ServerFailed) as error:
+        _complain(str(error))
+        return 1
+    finally:
+        for role in reversed(roles):
+            role.stop()
+        stack.stop()
