@@ -1,0 +1,320 @@
+"""A single-node Apache Kafka (KRaft, broker and controller in one JVM) run from Maven jars."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from eventpipe.local.process import (
+    ManagedProcess,
+    ServerFailed,
+    free_port,
+    lock_file,
+    port_open,
+    retry_port_clash,
+    spawn,
+    tail_lines,
+    wait_until,
+    write_lock_pid,
+)
+
+logger = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.4.0"
+READY_TIMEOUT_S = 90.0
+_MAVEN_TIMEOUT_S = 900.0
+_FORMAT_TIMEOUT_S = 120.0
+_HOST = "127.0.0.1"
+_JVM_FLAGS = (
+    "-Xms256m",
+    "-Xmx512m",
+    "-XX:+UseG1GC",
+    "-XX:+ExitOnOutOfMemoryError",
+    # No /tmp/hsperfdata_<user>/<pid> files.
+    "-XX:-UsePerfData",
+    "-Djava.awt.headless=true",
+    # Without this, log4j's own shutdown hook closes the log before Kafka's last lines.
+    "-Dlog4j2.shutdownHookEnabled=false",
+)
+# C1 only: a start takes about half as long; costs broker CPU per record (not for benchmarks).
+_FAST_FLAGS = ("-XX:TieredStopAtLevel=1",)
+# A JVM killed while it writes the archive leaves a partial file, which only a clean exit avoids.
+_CLEAN_EXIT = frozenset({0, 128 + signal.SIGTERM})
+_STALE_DUMP_S = 86_400.0
+
+
+def start_kafka(
+    state_dir: Path, cache_dir: Path, *, fast_start: bool = True
+) -> tuple[str, ManagedProcess]:
+    """Start Kafka on fresh ports over the data in `state_dir/kafka`; return its bootstrap address.
+
+    Data written by an earlier start is kept, whatever ports that start used. Topics are the
+    caller's business (`auto.create.topics.enable=false`).
+    """
+    home = ensure_jars(cache_dir)
+    kafka_dir = state_dir.resolve() / "kafka"
+    # Kafka's own lock comes too late: a second broker can damage the first one's metadata log.
+    lock_fd = lock_file(kafka_dir / "eventpipe.lock", owner="kafka broker")
+    try:
+        launcher = _Launcher(home, kafka_dir, fast_start)
+        return retry_port_clash(lambda: launcher.start(lock_fd))
+    finally:
+        os.close(lock_fd)
+
+
+def ensure_jars(cache_dir: Path) -> Path:
+    """The Kafka home in the cache (pom.xml, lib/), downloading the jars with Maven if needed."""
+    home = cache_dir.resolve() / f"kafka-{KAFKA_VERSION}"
+    pom = resources.files(__package__).joinpath("kafka-pom.xml").read_bytes()
+    marker = home / "lib" / ".complete"
+    digest = hashlib.sha256(pom).hexdigest()
+    if _read_text(marker) == digest:
+        return home
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / ".install.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released on close
+        # Another process may have finished the download while we waited for the lock.
+        if _read_text(marker) != digest:
+            _download_jars(home, pom)
+            marker.write_text(digest)
+    return home
+
+
+class _Launcher:
+    """Everything one start needs: the JVM command line, the data, the archive of classes."""
+
+    def __init__(self, home: Path, kafka_dir: Path, fast_start: bool) -> None:
+        self.home = home
+        self.kafka_dir = kafka_dir
+        self.fast_start = fast_start
+        self.java = _find_tool("java", os.environ.get("JAVA_HOME"))
+        self.classpath = ":".join(sorted(str(jar) for jar in (home / "lib").glob("*.jar")))
+        self.archive = home / "kafka.jsa"
+        self.log_path = kafka_dir / "server.log"
+
+    def start(self, lock_fd: int) -> tuple[str, ManagedProcess]:
+        try:
+            return self._start_once(lock_fd)
+        except ServerFailed as error:
+            # A damaged archive can crash the JVM: never let it prevent a start.
+            if error.port_clash or not (self.fast_start and self.archive.exists()):
+                raise
+            logger.warning("Kafka failed using archive %s: retrying without it", self.archive)
+            self.archive.unlink(missing_ok=True)
+            return self._start_once(lock_fd)
+
+    def _start_once(self, lock_fd: int) -> tuple[str, ManagedProcess]:
+        # Should both be the same port, Kafka fails to bind and `retry_port_clash` tries again.
+        port, controller_port = free_port(), free_port()
+        properties = self.kafka_dir / "server.properties"
+        data_dir = self.kafka_dir / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        properties.write_text(_server_properties(data_dir, port, controller_port))
+        use_archive = self.fast_start and self._archive_usable()
+        self._format_once(data_dir, properties, use_archive=use_archive)
+        # Without a usable archive, this start writes one when it exits (promoted if clean).
+        dump_to = None
+        if self.fast_start and not use_archive:
+            dump_to = self._new_dump_path()
+        args = [*self._jvm(use_archive, dump_to), "kafka.Kafka", str(properties)]
+        process = spawn(
+            "kafka", args, log_path=self.log_path, lock_fd=os.dup(lock_fd), cwd=self.kafka_dir
+        )
+        if dump_to is not None:
+            process.on_exit = functools.partial(_promote_archive, dump_to, self.archive)
+        write_lock_pid(lock_fd, process.pid)
+        try:
+            _wait_ready(process, port)
+        except BaseException:
+            process.stop()
+            raise
+        return f"{_HOST}:{port}", process
+
+    def _jvm(self, use_archive: bool, dump_to: Path | None = None) -> list[str]:
+        args = [self.java, *_JVM_FLAGS, *self._logging_flags()]
+        if self.fast_start:
+            args += _FAST_FLAGS
+        if use_archive:
+            args.append(f"-XX:SharedArchiveFile={self.archive}")
+        elif dump_to is not None:
+            # The dump's "Skipping ...: Not linked" warnings would bury the broker's log.
+            args += [f"-XX:ArchiveClassesAtExit={dump_to}", "-Xlog:cds=error"]
+        return [*args, "-cp", self.classpath]
+
+    def _logging_flags(self) -> list[str]:
+        config = self.kafka_dir / "log4j2.xml"
+        text = resources.files(__package__).joinpath("kafka-log4j2.xml").read_text()
+        if _read_text(config) != text:
+            config.write_text(text)
+        return [f"-Dlog4j2.configurationFile={config}", f"-Dkafka.logs.dir={self.kafka_dir}"]
+
+    def _format_once(self, data_dir: Path, properties: Path, *, use_archive: bool) -> None:
+        """Format the data directory on the first start only, with a cluster id kept beside it."""
+        if (data_dir / "meta.properties").exists():
+            return
+        cluster_id = _cluster_id(self.kafka_dir / "cluster.id")
+        # No --standalone: with the static `controller.quorum.voters` the controller's
+        # address stays out of the metadata log, so later starts may pick other ports.
+        args = [*self._jvm(use_archive), "kafka.tools.StorageTool", "format", "--ignore-formatted"]
+        args += ["-t", cluster_id, "-c", str(properties)]
+        logger.info("formatting Kafka's data directory %s", data_dir)
+        with self.log_path.open("ab") as log:
+            offset = log.tell()
+            result = subprocess.run(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.kafka_dir,  # where a JVM crash report would go
+                timeout=_FORMAT_TIMEOUT_S,
+                check=False,
+            )
+        if result.returncode != 0:
+            tail = tail_lines(self.log_path, start=offset)
+            raise ServerFailed("kafka", f"formatting failed with status {result.returncode}", tail)
+
+    def _new_dump_path(self) -> Path:
+        # A dump whose broker outlived its launcher is never promoted: drop it after a day.
+        for stale in self.home.glob("kafka.jsa.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - stale.stat().st_mtime > _STALE_DUMP_S:
+                    stale.unlink()
+        return self.home / f"kafka.jsa.{uuid.uuid4().hex}.tmp"
+
+    def _archive_usable(self) -> bool:
+        """Whether the archive maps: a truncated one crashed the JVM (SIGBUS), not ignored."""
+        if not self.archive.exists():
+            return False
+        crash_report = self.home / "archive-probe-hs_err.log"
+        probe = [self.java, "-XX:-UsePerfData", f"-XX:ErrorFile={crash_report}", "-Xshare:on"]
+        probe += [f"-XX:SharedArchiveFile={self.archive}", "-cp", self.classpath, "-version"]
+        result = subprocess.run(probe, capture_output=True, timeout=60, check=False)
+        crash_report.unlink(missing_ok=True)  # the crash is the answer, not news
+        if result.returncode == 0:
+            return True
+        logger.warning("Kafka's class-data archive %s does not map; making a new one", self.archive)
+        self.archive.unlink(missing_ok=True)
+        return False
+
+
+def _promote_archive(pending: Path, archive: Path, status: int) -> None:
+    if status in _CLEAN_EXIT and pending.exists():
+        os.replace(pending, archive)
+        logger.info("saved Kafka's class-data archive %s for faster starts", archive)
+    else:
+        pending.unlink(missing_ok=True)
+
+
+def _wait_ready(process: ManagedProcess, port: int) -> None:
+    """Ready when the PLAINTEXT port (it opens last) accepts and the broker answers metadata."""
+    admin: AdminClient | None = None
+
+    def answers() -> bool:
+        nonlocal admin
+        if not port_open(port):
+            return False
+        if admin is None:
+            # The port is open, but stay quiet about the refusals of a broker still starting.
+            url = f"{_HOST}:{port}"
+            admin = AdminClient({"bootstrap.servers": url, "log_level": 0}, error_cb=lambda _: None)
+        try:
+            return bool(admin.list_topics(timeout=2).brokers)
+        except KafkaException:
+            return False
+
+    started = time.monotonic()
+    wait_until(answers, timeout=READY_TIMEOUT_S, process=process, what=f"ready on port {port}")
+    logger.info("Kafka ready on %s:%d in %.1f s", _HOST, port, time.monotonic() - started)
+
+
+def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+    listeners = f"PLAINTEXT://{_HOST}:{port},CONTROLLER://{_HOST}:{controller_port}"
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{_HOST}:{controller_port}",
+        "listeners": listeners,
+        "advertised.listeners": listeners,
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "auto.create.topics.enable": "false",
+        # A single broker: every replicated internal topic must make do with one replica.
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        # The default 50 partitions make a first consumer group join take ~5 s instead of ~1.7 s.
+        "offsets.topic.num.partitions": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # After a crash, the restarted broker cannot register until the dead one's session
+        # expires (DUPLICATE_BROKER_REGISTRATION): 4 s instead of the default 9 s.
+        "broker.session.timeout.ms": "4000",
+        "broker.heartbeat.interval.ms": "1000",
+    }
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def _cluster_id(path: Path) -> str:
+    """The cluster id kept in the state directory: formatting with another one fails later."""
+    existing = _read_text(path)
+    if existing:
+        return existing
+    cluster_id = "-"
+    while cluster_id.startswith("-"):  # Kafka avoids ids that look like a command-line option.
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    path.write_text(cluster_id)
+    return cluster_id
+
+
+def _download_jars(home: Path, pom: bytes) -> None:
+    mvn = _find_tool("mvn", os.environ.get("MAVEN_HOME"))
+    shutil.rmtree(home / "lib", ignore_errors=True)  # a half download is redone from scratch
+    (home / "kafka.jsa").unlink(missing_ok=True)  # it names the jars it was made from
+    (home / "pom.xml").write_bytes(pom)
+    logger.info("downloading Kafka %s jars with Maven into %s (once)", KAFKA_VERSION, home)
+    result = subprocess.run(
+        [mvn, "-q", "-B", "dependency:copy-dependencies"],
+        cwd=home,
+        capture_output=True,
+        timeout=_MAVEN_TIMEOUT_S,
+        check=False,
+    )
+    if result.returncode != 0 or not (home / "lib" / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+        output = (result.stdout + result.stderr).decode(errors="replace").splitlines()
+        what = f"downloading the jars with Maven failed (status {result.returncode})"
+        raise ServerFailed("kafka", what, "\n".join(output[-20:]))
+
+
+def _find_tool(name: str, home: str | None) -> str:
+    if home and (Path(home) / "bin" / name).is_file():
+        return str(Path(home) / "bin" / name)
+    found = shutil.which(name)
+    if found is None:
+        raise ServerFailed("kafka", f"{name} not found: a local Kafka needs Java 17+ and Maven")
+    return found
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""

@@ -1,0 +1,86 @@
+"""Real Kafka, Redis and PostgreSQL, started once per test run through eventpipe.local.
+
+Each test gets its own topic, consumer group, Redis key prefix and database, so tests never see
+each other's data. Servers whose EVENTPIPE_* URL is set in the environment are used as they are.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+import redis
+
+from eventpipe.core.config import Settings
+from eventpipe.core.kafka import admin_client, ensure_topics
+from eventpipe.local.stack import LocalStack, StackUrls
+
+
+@pytest.fixture(scope="session")
+def stack_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackUrls]:
+    settings = Settings(state_dir=tmp_path_factory.mktemp("stack"))
+    with LocalStack(settings) as stack:
+        yield stack.start()
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def topic(stack_urls: StackUrls, unique: str) -> Iterator[str]:
+    name = f"test.{unique}"
+    ensure_topics(stack_urls.kafka_bootstrap, {name: 3})
+    yield name
+    admin = admin_client(stack_urls.kafka_bootstrap)
+    for future in admin.delete_topics([name], operation_timeout=10).values():
+        future.result(timeout=15)
+
+
+@pytest.fixture
+def group_id(unique: str) -> str:
+    return f"test-group-{unique}"
+
+
+@pytest.fixture
+def redis_prefix(stack_urls: StackUrls, unique: str) -> Iterator[str]:
+    prefix = f"test:{unique}:"
+    yield prefix
+    client = redis.Redis.from_url(stack_urls.redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+def _admin_url(database_url: str, database: str) -> str:
+    base, _, _ = database_url.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest.fixture
+def database_url(stack_urls: StackUrls, unique: str) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    name = f"test_{unique}"
+    admin = _admin_url(stack_urls.database_url, "postgres")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield _admin_url(stack_urls.database_url, name)
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(
+    stack_urls: StackUrls, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    """Settings pointing every role at the shared servers and this test's own database."""
+    return Settings(
+        kafka_bootstrap=stack_urls.kafka_bootstrap,
+        redis_url=stack_urls.redis_url,
+        database_url=database_url,
+        state_dir=tmp_path_factory.mktemp("state"),
+    )

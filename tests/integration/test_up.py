@@ -1,0 +1,133 @@
+"""`eventpipe up` end to end, as a user runs it: a subprocess on its own state directory."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import httpx
+import pytest
+
+UP_TIMEOUT_S = 180.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid`, read from /proc (children of children included)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead but not yet reaped by its parent.
+    status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return status != "Z"
+
+
+class Running:
+    """A started `eventpipe up` whose stdout lines arrive on a queue."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "eventpipe", "up"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        assert self.process.stdout is not None
+        threading.Thread(target=self._read, args=(self.process.stdout,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line)
+
+    def wait_for_line(self, start: str, timeout: float) -> str:
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if line.startswith(start):
+                return line
+
+
+@pytest.fixture
+def up_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTPIPE_")}
+    env["EVENTPIPE_STATE_DIR"] = str(tmp_path / "state")
+    env["EVENTPIPE_HTTP_PORT"] = str(_free_port())
+    env["EVENTPIPE_PARTITIONS"] = "3"
+    return env
+
+
+@pytest.fixture
+def running_up(up_env: dict[str, str]) -> Iterator[Running]:
+    running = Running(up_env)
+    yield running
+    if running.process.poll() is None:
+        running.process.kill()
+        running.process.wait()
+
+
+def test_up_serves_refuses_a_second_and_stops_cleanly(
+    running_up: Running, up_env: dict[str, str]
+) -> None:
+    line = running_up.wait_for_line("eventpipe is up at ", UP_TIMEOUT_S)
+    url = line.split()[4]
+    assert url == f"http://127.0.0.1:{up_env['EVENTPIPE_HTTP_PORT']}"
+
+    response = httpx.get(f"{url}/readyz", timeout=10)
+    assert response.status_code == 200
+    checks = response.json()["checks"]
+    assert {name: c["status"] for name, c in checks.items()} == {
+        "kafka": "ok",
+        "redis": "ok",
+        "postgres": "ok",
+    }
+
+    second_env = {**up_env, "EVENTPIPE_HTTP_PORT": str(_free_port())}
+    second = subprocess.run(
+        [sys.executable, "-m", "eventpipe", "up"],
+        env=second_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+
+    children = _descendants(running_up.process.pid)
+    assert len(children) >= 6  # kafka, redis, postgres (and its workers), api, processor, worker
+    running_up.process.send_signal(signal.SIGTERM)
+    assert running_up.process.wait(timeout=60) == 0
+    assert [pid for pid in children if _alive(pid)] == []
