@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Annotated, NoReturn
 
 import typer
@@ -98,6 +99,38 @@ def migrate(
     else:
         upgrade(url, revision)
     typer.echo(f"database at revision {revision}")
+
+
+user_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+
+
+def _read_password(given: str | None) -> str:
+    if given is not None:
+        return given
+    if sys.stdin.isatty():
+        return str(typer.prompt("Password", hide_input=True, confirmation_prompt=True))
+    return sys.stdin.readline().rstrip("\n")
+
+
+@user_app.command("create")
+def user_create(
+    email: Annotated[str, typer.Option(help="the account's email, its sign-in name")],
+    password: Annotated[
+        str | None,
+        typer.Option(help="the password; without it, read from standard input (safer)"),
+    ] = None,
+) -> None:
+    """Create an account (the first one, before any sign-up)."""
+    from eventpipe.auth.admin import UserCreateError, create_user_sync
+
+    settings = load_settings()
+    require(settings, "database_url")
+    try:
+        user_id = create_user_sync(settings, email=email, password=_read_password(password))
+    except UserCreateError as error:
+        fail(str(error), code=1)
+    typer.echo(f"created user {user_id} <{email.strip().lower()}>")
 
 
 @app.command()

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from eventpipe.api.app import Resources
+from eventpipe.api.resources import Resources
+from eventpipe.auth.denylist import is_revoked
+from eventpipe.auth.tokens import AccessClaims, InvalidToken, verify_access_token
+from eventpipe.core.errors import ApiError
+from eventpipe.domain.projects import RANK, role_in
+from eventpipe.domain.tables import Role
 
 
 def get_resources(request: Request) -> Resources:
@@ -15,3 +26,95 @@ def get_resources(request: Request) -> Resources:
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+def get_redis(resources: ResourcesDep) -> Redis:
+    if resources.redis is None:
+        raise ApiError(503, "unavailable", "Redis is not configured (EVENTPIPE_REDIS_URL)")
+    return resources.redis
+
+
+RedisDep = Annotated[Redis, Depends(get_redis)]
+
+
+async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+    if resources.sessions is None:
+        raise ApiError(503, "unavailable", "PostgreSQL is not configured (EVENTPIPE_DATABASE_URL)")
+    async with resources.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(
+        401,
+        "unauthorized",
+        message,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+async def get_claims(
+    resources: ResourcesDep,
+    redis: RedisDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AccessClaims:
+    """A valid, unrevoked access token from `Authorization: Bearer`, or 401."""
+    if credentials is None:
+        raise unauthorized("missing bearer token")
+    try:
+        claims = verify_access_token(resources.keyring, resources.settings, credentials.credentials)
+    except InvalidToken as error:
+        raise unauthorized(str(error)) from error
+    if await is_revoked(redis, claims):
+        raise unauthorized("token revoked")
+    return claims
+
+
+CurrentClaims = Annotated[AccessClaims, Depends(get_claims)]
+
+
+def current_user_id(claims: CurrentClaims) -> uuid.UUID:
+    try:
+        return uuid.UUID(claims.sub)
+    except ValueError as error:
+        raise unauthorized("invalid token subject") from error
+
+
+CurrentUserId = Annotated[uuid.UUID, Depends(current_user_id)]
+
+
+@dataclass(frozen=True)
+class ProjectAccess:
+    project_id: uuid.UUID
+    user_id: uuid.UUID
+    role: Role
+
+
+def require_role(minimum: Role) -> object:
+    """A dependency: the caller's role in the path's project, at least `minimum`.
+
+    Not a member answers 404, as if the project did not exist, so ids of other tenants cannot be
+    probed; a member without enough rights gets 403.
+    """
+
+    async def dependency(
+        project_id: uuid.UUID, user_id: CurrentUserId, session: SessionDep
+    ) -> ProjectAccess:
+        role = await role_in(session, project_id=project_id, user_id=user_id)
+        if role is None:
+            raise ApiError(404, "not_found", "project not found")
+        if RANK[role] < RANK[minimum]:
+            raise ApiError(403, "forbidden", f"this needs the {minimum.value} role or higher")
+        return ProjectAccess(project_id=project_id, user_id=user_id, role=role)
+
+    return Depends(dependency)
+
+
+Viewer = Annotated[ProjectAccess, require_role(Role.VIEWER)]
+Member = Annotated[ProjectAccess, require_role(Role.MEMBER)]
+Owner = Annotated[ProjectAccess, require_role(Role.OWNER)]

@@ -7,7 +7,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, PostgresDsn, RedisDsn, ValidationError, field_validator
+from pydantic import (
+    Field,
+    PostgresDsn,
+    RedisDsn,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "EVENTPIPE_"
@@ -50,6 +58,31 @@ class Settings(BaseSettings):
     # How long a readiness probe waits for each dependency before calling it down.
     probe_timeout_s: Annotated[float, Field(gt=0, le=30)] = 2.0
 
+    # Auth: access tokens are EdDSA (Ed25519) JWTs; keys live outside the repo (files or env).
+    jwt_issuer: str = "eventpipe"
+    jwt_audience: str = "eventpipe-api"
+    # PEM files named <kid>.pem (private: can sign) or <kid>.pub.pem (retired: verify only).
+    jwt_keys_dir: Path | None = None
+    # One private key given inline, as a Kubernetes secret exposed as a variable would be.
+    jwt_private_key: SecretStr | None = None
+    jwt_active_kid: str | None = None
+    access_token_ttl_s: Annotated[int, Field(ge=30, le=86_400)] = 900
+    refresh_token_ttl_s: Annotated[int, Field(ge=300, le=90 * 86_400)] = 30 * 86_400
+    allow_signup: bool = False
+    # Argon2id cost; changing it makes the next successful login rehash the password.
+    password_time_cost: Annotated[int, Field(ge=1, le=20)] = 3
+    password_memory_kib: Annotated[int, Field(ge=8 * 1024, le=1024 * 1024)] = 64 * 1024
+    login_failures_per_account: Annotated[int, Field(ge=1, le=1000)] = 5
+    login_failures_per_address: Annotated[int, Field(ge=1, le=100_000)] = 50
+    login_failure_window_s: Annotated[int, Field(ge=1, le=86_400)] = 900
+
+    # Ingest: the api answers 503 when Kafka has not acknowledged a request's events in this time.
+    ingest_ack_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    # Events per second per write key (0: no limit); over it, 429 with Retry-After.
+    ingest_rate_limit_per_s: Annotated[int, Field(ge=0)] = 50_000
+    # How long an api process trusts its cached answer for a write key (revocation delay).
+    write_key_cache_s: Annotated[float, Field(ge=0, le=300)] = 10.0
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
@@ -67,6 +100,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"expected host:port[,host:port...], got {entry!r}")
         return ",".join(entries)
 
+    @model_validator(mode="after")
+    def _keys_in_production(self) -> Settings:
+        # Development may generate a key in the state directory; production must bring its own.
+        if self.environment == "production" and not (self.jwt_keys_dir or self.jwt_private_key):
+            raise ValueError(
+                "EVENTPIPE_JWT_KEYS_DIR or EVENTPIPE_JWT_PRIVATE_KEY is required in production"
+            )
+        return self
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
@@ -77,6 +119,9 @@ def get_settings() -> Settings:
 def describe_error(error: ValidationError) -> str:
     """One line naming the first wrong variable, for humans: no traceback, no secret values."""
     first = error.errors()[0]
-    field = str(first["loc"][0]) if first["loc"] else "?"
-    variable = ENV_PREFIX + field.upper()
-    return f"invalid setting {variable}: {first['msg']}"
+    message = first["msg"].removeprefix("Value error, ")
+    if not first["loc"]:
+        # A model-level rule: its message names the variables itself.
+        return f"invalid settings: {message}"
+    variable = ENV_PREFIX + str(first["loc"][0]).upper()
+    return f"invalid setting {variable}: {message}"

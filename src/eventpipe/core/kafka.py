@@ -25,6 +25,8 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
         "linger.ms": 5,
         "batch.size": 1_000_000,
         "message.timeout.ms": 10_000,
+        # Java's partitioner, so any client maps a key to the same partition as ours.
+        "partitioner": "murmur2_random",
         "logger": _QUIET,
     }
     config.update(overrides)

@@ -1,0 +1,65 @@
+"""Long-lived clients of one api process, opened in the lifespan, shared by its requests."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from eventpipe.auth.keys import Keyring, load_keyring
+from eventpipe.auth.passwords import Passwords
+from eventpipe.auth.writekeys import WriteKeyResolver
+from eventpipe.core.config import Settings
+from eventpipe.core.db import async_engine
+from eventpipe.core.redis import redis_client
+from eventpipe.ingest.producer import EventProducer
+
+
+@dataclass
+class Resources:
+    """Long-lived clients of one api process, shared by its requests."""
+
+    settings: Settings
+    redis: Redis | None
+    engine: AsyncEngine | None
+    sessions: async_sessionmaker[AsyncSession] | None
+    keyring: Keyring
+    passwords: Passwords
+    producer: EventProducer | None
+    write_keys: WriteKeyResolver | None
+
+
+def open_resources(settings: Settings) -> Resources:
+    redis = redis_client(str(settings.redis_url)) if settings.redis_url else None
+    engine = async_engine(str(settings.database_url)) if settings.database_url else None
+    sessions = async_sessionmaker(engine, expire_on_commit=False) if engine else None
+    return Resources(
+        settings=settings,
+        redis=redis,
+        engine=engine,
+        sessions=sessions,
+        keyring=load_keyring(settings),
+        passwords=Passwords(settings),
+        producer=_producer(settings),
+        write_keys=WriteKeyResolver(sessions, settings.write_key_cache_s) if sessions else None,
+    )
+
+
+def _producer(settings: Settings) -> EventProducer | None:
+    if settings.kafka_bootstrap is None:
+        return None
+    return EventProducer(
+        settings.kafka_bootstrap, settings.events_topic, ack_timeout_s=settings.ingest_ack_timeout_s
+    )
+
+
+async def close_resources(resources: Resources) -> None:
+    if resources.producer is not None:
+        # flush() blocks while the last acknowledgements arrive.
+        await asyncio.to_thread(resources.producer.close)
+    if resources.redis is not None:
+        await resources.redis.aclose()
+    if resources.engine is not None:
+        await resources.engine.dispose()

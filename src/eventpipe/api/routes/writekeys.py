@@ -1,0 +1,38 @@
+"""A project's write keys: create (the key is shown once), list (prefix only), revoke."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from eventpipe.api.deps import Member, SessionDep, Viewer
+from eventpipe.auth.writekeys import create_write_key, revoke_write_key, write_keys_of
+from eventpipe.core.errors import ApiError
+from eventpipe.domain.schemas import WriteKeyCreate, WriteKeyCreated, WriteKeyPublic
+
+router = APIRouter(prefix="/api/projects/{project_id}/write-keys", tags=["write keys"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_key(body: WriteKeyCreate, access: Member, session: SessionDep) -> WriteKeyCreated:
+    """Create a write key; the full key is in this answer only and never again."""
+    row, key = await create_write_key(session, project_id=access.project_id, name=body.name)
+    await session.commit()
+    await session.refresh(row)
+    return WriteKeyCreated(**WriteKeyPublic.model_validate(row).model_dump(), key=key)
+
+
+@router.get("")
+async def list_keys(access: Viewer, session: SessionDep) -> list[WriteKeyPublic]:
+    """The project's write keys, by prefix."""
+    rows = await write_keys_of(session, project_id=access.project_id)
+    return [WriteKeyPublic.model_validate(row) for row in rows]
+
+
+@router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_key(key_id: uuid.UUID, access: Member, session: SessionDep) -> None:
+    """Revoke a write key: ingest with it is refused (within the api's key cache time)."""
+    if not await revoke_write_key(session, project_id=access.project_id, key_id=key_id):
+        raise ApiError(404, "not_found", "write key not found or already revoked")
+    await session.commit()

@@ -1,0 +1,91 @@
+"""Request and response bodies of the api (XCreate / XUpdate / XPublic)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from eventpipe.auth.passwords import MAX_LENGTH
+from eventpipe.domain.tables import Role
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class StrictBody(BaseModel):
+    # Unknown fields are an error, so a typo is not silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Credentials(StrictBody):
+    email: EmailStr
+    password: Annotated[str, Field(min_length=1, max_length=MAX_LENGTH)]
+
+
+class RefreshRequest(StrictBody):
+    refresh_token: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"  # noqa: S105 - the OAuth token type, not a secret
+    expires_in: int
+
+
+class UserPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    email: str
+    created_at: datetime
+
+
+class ProjectCreate(StrictBody):
+    name: Name
+
+
+class ProjectUpdate(StrictBody):
+    name: Name
+
+
+class ProjectPublic(BaseModel):
+    id: uuid.UUID
+    name: str
+    created_at: datetime
+    role: Role
+
+
+class MemberCreate(StrictBody):
+    email: EmailStr
+    role: Role = Role.MEMBER
+
+
+class MemberUpdate(StrictBody):
+    role: Role
+
+
+class MemberPublic(BaseModel):
+    user_id: uuid.UUID
+    email: str
+    role: Role
+
+
+class WriteKeyCreate(StrictBody):
+    name: Name = "default"
+
+
+class WriteKeyPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    name: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class WriteKeyCreated(WriteKeyPublic):
+    key: str
