@@ -1,0 +1,247 @@
+"""Segment's HTTP Tracking API, as pure functions: bytes in, event records or a precise error out.
+
+The rules (field requirements, limits, clock-skew correction) are Segment's, as the official
+Segment and RudderStack SDKs expect them: see docs/ingest.md.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+import orjson
+
+from eventpipe.domain.events import EVENT_TYPES, NULL, EventRecord
+
+MAX_EVENT_BYTES = 32 * 1024
+MAX_REQUEST_BYTES = 500 * 1024
+MAX_BATCH_EVENTS = 2500
+MAX_MESSAGE_ID = 100
+MAX_ID = 1024
+
+
+class IngestError(Exception):
+    """Why a request is refused: an HTTP status, a stable code, a message, maybe an event index."""
+
+    def __init__(self, status: int, code: str, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.index = index
+
+
+def bad_event(index: int, message: str) -> IngestError:
+    return IngestError(400, "invalid_event", f"event {index}: {message}", index)
+
+
+Identifier = str | int | None
+
+
+class IncomingEvent(msgspec.Struct, rename="camel"):
+    type: str | None = None
+    message_id: Identifier = None
+    user_id: Identifier = None
+    anonymous_id: Identifier = None
+    event: str | None = None
+    name: str | None = None
+    group_id: Identifier = None
+    previous_id: Identifier = None
+    timestamp: str | None = None
+    original_timestamp: str | None = None
+    sent_at: str | None = None
+    properties: msgspec.Raw = NULL
+    traits: msgspec.Raw = NULL
+    context: msgspec.Raw = NULL
+    integrations: msgspec.Raw = NULL
+
+
+class _Envelope(msgspec.Struct, rename="camel"):
+    batch: list[msgspec.Raw]
+    sent_at: str | None = None
+    write_key: str | None = None
+    context: msgspec.Raw = NULL
+    integrations: msgspec.Raw = NULL
+
+
+class _WriteKeyOnly(msgspec.Struct, rename="camel"):
+    write_key: str | None = None
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    """A request's events (still raw JSON each) and what applies to all of them."""
+
+    items: list[msgspec.Raw]
+    write_key: str | None
+    sent_at: str | None = None
+    context: msgspec.Raw = NULL
+    integrations: msgspec.Raw = NULL
+    implied_type: str | None = None
+
+
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
+_write_key_decoder = msgspec.json.Decoder(_WriteKeyOnly)
+_event_decoder = msgspec.json.Decoder(IncomingEvent)
+
+
+def decode_envelope(body: bytes, implied_type: str | None) -> Envelope:
+    """Split a body into raw events; `implied_type` is the route's type, None for /v1/batch."""
+    try:
+        if implied_type is None:
+            envelope = _envelope_decoder.decode(body)
+            return Envelope(
+                envelope.batch,
+                envelope.write_key,
+                envelope.sent_at,
+                envelope.context,
+                envelope.integrations,
+            )
+        write_key = _write_key_decoder.decode(body).write_key
+    except msgspec.ValidationError as error:
+        raise IngestError(400, "invalid_body", f"invalid request body: {error}") from error
+    except msgspec.DecodeError as error:
+        raise IngestError(400, "malformed_json", f"malformed JSON: {error}") from error
+    return Envelope([msgspec.Raw(body)], write_key, implied_type=implied_type)
+
+
+def check_batch_size(envelope: Envelope) -> None:
+    if not envelope.items:
+        raise IngestError(400, "empty_batch", "the batch holds no events")
+    if len(envelope.items) > MAX_BATCH_EVENTS:
+        raise IngestError(400, "batch_too_large", f"at most {MAX_BATCH_EVENTS} events per batch")
+    for index, item in enumerate(envelope.items):
+        if len(item) > MAX_EVENT_BYTES:
+            raise IngestError(
+                400,
+                "event_too_large",
+                f"event {index}: {len(item)} bytes, at most {MAX_EVENT_BYTES} per event",
+                index,
+            )
+
+
+def _identifier(value: Identifier, field: str, index: int, limit: int = MAX_ID) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if len(text) > limit:
+        raise bad_event(index, f"{field} longer than {limit} characters")
+    return text
+
+
+def parse_time(value: str | None, field: str, index: int) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as error:
+        raise bad_event(index, f"{field} is not an ISO-8601 time: {value[:40]!r}") from error
+    # A time without a zone is taken as UTC, as Segment does.
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def corrected_time(
+    received_at: datetime, sent_at: datetime | None, original: datetime | None
+) -> datetime:
+    """Segment's skew correction: the client's clock error is (sentAt - receivedAt)."""
+    if sent_at is not None and original is not None:
+        return received_at - (sent_at - original)
+    return original or received_at
+
+
+def merge_raw(outer: msgspec.Raw, inner: msgspec.Raw) -> msgspec.Raw:
+    """The envelope's object under the event's own (the event's keys win)."""
+    if outer == NULL or len(outer) == 0:
+        return inner
+    if inner == NULL or len(inner) == 0:
+        return outer
+    base, top = orjson.loads(bytes(outer)), orjson.loads(bytes(inner))
+    if not (isinstance(base, dict) and isinstance(top, dict)):
+        return inner
+    return msgspec.Raw(orjson.dumps({**base, **top}))
+
+
+def _object_or_null(raw: msgspec.Raw, field: str, index: int) -> msgspec.Raw:
+    # msgspec hands back the exact JSON span, so its first byte tells the JSON type.
+    first = memoryview(raw)[:1].tobytes()
+    if first and first not in (b"{", b"n"):
+        raise bad_event(index, f"{field} must be a JSON object")
+    return raw
+
+
+def _decode_event(raw: msgspec.Raw, index: int) -> IncomingEvent:
+    try:
+        return _event_decoder.decode(raw)
+    except msgspec.ValidationError as error:
+        raise bad_event(index, str(error)) from error
+    except msgspec.DecodeError as error:
+        raise bad_event(index, f"malformed JSON: {error}") from error
+
+
+def _check_type_rules(event: IncomingEvent, kind: str | None, index: int) -> str:
+    if kind not in EVENT_TYPES:
+        expected = ", ".join(sorted(EVENT_TYPES))
+        raise bad_event(index, f"unknown type {kind!r}; expected one of {expected}")
+    if kind == "track" and not event.event:
+        raise bad_event(index, "a track event needs `event` (its name)")
+    if kind == "group" and event.group_id in (None, ""):
+        raise bad_event(index, "a group event needs `groupId`")
+    if kind == "alias" and (event.previous_id in (None, "") or event.user_id in (None, "")):
+        raise bad_event(index, "an alias event needs `previousId` and `userId`")
+    return kind
+
+
+def build_record(
+    raw: msgspec.Raw,
+    index: int,
+    envelope: Envelope,
+    *,
+    project_id: str,
+    received_at: datetime,
+) -> EventRecord:
+    """Validate one event and turn it into the record the processor reads."""
+    event = _decode_event(raw, index)
+    kind = _check_type_rules(event, envelope.implied_type or event.type, index)
+    user_id = _identifier(event.user_id, "userId", index)
+    anonymous_id = _identifier(event.anonymous_id, "anonymousId", index)
+    if user_id is None and anonymous_id is None:
+        raise bad_event(index, "`userId` or `anonymousId` is required")
+    message_id = _identifier(event.message_id, "messageId", index, MAX_MESSAGE_ID)
+    original = parse_time(event.original_timestamp or event.timestamp, "timestamp", index)
+    sent_at = parse_time(event.sent_at or envelope.sent_at, "sentAt", index)
+    return EventRecord(
+        project_id=project_id,
+        # Without a client messageId a retry cannot be recognised; Segment does the same.
+        message_id=message_id or f"ep-{uuid.uuid4()}",
+        type=kind,
+        received_at=iso(received_at),
+        timestamp=iso(corrected_time(received_at, sent_at, original)),
+        day=(original or received_at).date().isoformat(),
+        original_timestamp=iso(original) if original else None,
+        sent_at=iso(sent_at) if sent_at else None,
+        user_id=user_id,
+        anonymous_id=anonymous_id,
+        event=event.event if kind == "track" else None,
+        name=event.name,
+        group_id=_identifier(event.group_id, "groupId", index),
+        previous_id=_identifier(event.previous_id, "previousId", index),
+        properties=_object_or_null(event.properties, "properties", index),
+        traits=_object_or_null(event.traits, "traits", index),
+        context=merge_raw(envelope.context, _object_or_null(event.context, "context", index)),
+        integrations=merge_raw(envelope.integrations, event.integrations),
+    )
+
+
+def build_records(
+    envelope: Envelope, *, project_id: str, received_at: datetime
+) -> list[EventRecord]:
+    """Every event of the request, or the first problem (nothing is produced then)."""
+    check_batch_size(envelope)
+    return [
+        build_record(raw, index, envelope, project_id=project_id, received_at=received_at)
+        for index, raw in enumerate(envelope.items)
+    ]
