@@ -92,8 +92,13 @@ def running_up(up_env: dict[str, str]) -> Iterator[Running]:
     running = Running(up_env)
     yield running
     if running.process.poll() is None:
-        running.process.kill()
-        running.process.wait()
+        # SIGTERM first: a SIGKILL would leave `up`'s servers and roles running, orphaned.
+        running.process.terminate()
+        try:
+            running.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            running.process.kill()
+            running.process.wait()
 
 
 def test_up_serves_refuses_a_second_and_stops_cleanly(

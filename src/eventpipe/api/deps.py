@@ -10,17 +10,18 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventpipe.api.resources import Resources
 from eventpipe.auth.denylist import is_revoked
-from eventpipe.auth.tokens import AccessClaims, InvalidToken, verify_access_token
+from eventpipe.auth.tokens import AccessClaims, InvalidToken
 from eventpipe.core.errors import ApiError
 from eventpipe.domain.projects import RANK, role_in
 from eventpipe.domain.tables import Role
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
     resources: Resources = request.app.state.resources
     return resources
 
@@ -28,7 +29,7 @@ def get_resources(request: Request) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-def get_redis(resources: ResourcesDep) -> Redis:
+async def get_redis(resources: ResourcesDep) -> Redis:
     if resources.redis is None:
         raise ApiError(503, "unavailable", "Redis is not configured (EVENTPIPE_REDIS_URL)")
     return resources.redis
@@ -67,10 +68,15 @@ async def get_claims(
     if credentials is None:
         raise unauthorized("missing bearer token")
     try:
-        claims = verify_access_token(resources.keyring, resources.settings, credentials.credentials)
+        claims = resources.tokens.verify(credentials.credentials)
     except InvalidToken as error:
         raise unauthorized(str(error)) from error
-    if await is_revoked(redis, claims):
+    try:
+        revoked = await is_revoked(redis, claims)
+    except RedisError as error:
+        # Without the denylist a logged-out token cannot be told apart: refuse, retryably.
+        raise ApiError(503, "unavailable", "cannot check token revocation right now") from error
+    if revoked:
         raise unauthorized("token revoked")
     return claims
 
@@ -78,7 +84,7 @@ async def get_claims(
 CurrentClaims = Annotated[AccessClaims, Depends(get_claims)]
 
 
-def current_user_id(claims: CurrentClaims) -> uuid.UUID:
+async def current_user_id(claims: CurrentClaims) -> uuid.UUID:
     try:
         return uuid.UUID(claims.sub)
     except ValueError as error:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from eventpipe.auth.keys import Keyring, load_keyring
 from eventpipe.auth.passwords import Passwords
+from eventpipe.auth.tokens import TokenVerifier
 from eventpipe.auth.writekeys import WriteKeyResolver
 from eventpipe.core.config import Settings
 from eventpipe.core.db import async_engine
@@ -26,6 +27,7 @@ class Resources:
     engine: AsyncEngine | None
     sessions: async_sessionmaker[AsyncSession] | None
     keyring: Keyring
+    tokens: TokenVerifier
     passwords: Passwords
     producer: EventProducer | None
     write_keys: WriteKeyResolver | None
@@ -35,12 +37,14 @@ def open_resources(settings: Settings) -> Resources:
     redis = redis_client(str(settings.redis_url)) if settings.redis_url else None
     engine = async_engine(str(settings.database_url)) if settings.database_url else None
     sessions = async_sessionmaker(engine, expire_on_commit=False) if engine else None
+    keyring = load_keyring(settings)
     return Resources(
         settings=settings,
         redis=redis,
         engine=engine,
         sessions=sessions,
-        keyring=load_keyring(settings),
+        keyring=keyring,
+        tokens=TokenVerifier(keyring, settings),
         passwords=Passwords(settings),
         producer=_producer(settings),
         write_keys=WriteKeyResolver(sessions, settings.write_key_cache_s) if sessions else None,

@@ -29,9 +29,9 @@ def cutoff_key(user_id: str) -> str:
 
 async def revoke_token(redis: Redis, claims: AccessClaims) -> None:
     """Deny this token until it expires on its own (never a key without TTL)."""
-    remaining = math.floor(claims.exp - time.time())
-    if remaining > 0:
-        await redis.set(revoked_key(claims.sub, claims.jti), b"1", ex=remaining)
+    # Expire at the token's own `exp` (milliseconds, rounded up): never earlier, so the token is
+    # refused to its last instant, and never later, so no key outlives what it guards.
+    await redis.set(revoked_key(claims.sub, claims.jti), b"1", pxat=math.ceil(claims.exp * 1000))
 
 
 async def cut_off_user(redis: Redis, user_id: str, *, token_ttl_s: int) -> float:

@@ -76,7 +76,7 @@ def _read_dir(directory: Path) -> tuple[dict[str, Ed25519PrivateKey], dict[str, 
 def generate_key_file(directory: Path) -> Path:
     """Write a new Ed25519 private key named by its creation time (newest name signs)."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    kid = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    kid = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = directory / f"{kid}.pem"
     pem = Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

@@ -60,7 +60,7 @@ async def rotate(session: AsyncSession, *, token: str, ttl_s: int) -> Rotated:
     ).one_or_none()
     if row is None:
         raise RefreshRejected("unknown refresh token")
-    stored, family = row.tuple()
+    stored, family = row
     if family.revoked_at is not None:
         raise RefreshRejected("refresh token revoked")
     if stored.used_at is not None:

@@ -1,0 +1,219 @@
+"""What the auth check costs each request: an Ed25519 signature check plus one Redis MGET.
+
+Run with `uv run python -m bench.auth_check` (see bench/README.md). It starts local servers with
+eventpipe.local (an EVENTPIPE_*_URL in the environment is used instead), measures, and stops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from eventpipe.api.app import create_app
+from eventpipe.api.deps import CurrentClaims
+from eventpipe.auth.denylist import cutoff_key, is_revoked, revoked_key
+from eventpipe.auth.keys import Keyring, generate_key_file, load_keyring
+from eventpipe.auth.tokens import issue_access_token, verify_access_token
+from eventpipe.core.config import Settings
+from eventpipe.core.redis import redis_client
+from eventpipe.local.stack import LocalStack
+
+# The budget of the whole check (signature and Redis lookup), at p99.
+CHECK_P99_TARGET_US = 300.0
+WARM_UP_CALLS = 2_000
+DISTINCT_TOKENS = 1_000
+# Other users' revocations and logout-all marks, so the lookup does not run on an empty Redis.
+DENYLIST_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Microseconds per call of each part of the check, and of the two together."""
+
+    verify: list[float]
+    lookup: list[float]
+    check: list[float]
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def verdict(value: float, target: float) -> str:
+    return f"< {target:.0f}  {'ok' if value < target else 'MISSED'}"
+
+
+def issue_tokens(keyring: Keyring, settings: Settings, count: int) -> list[str]:
+    return [
+        issue_access_token(
+            keyring, settings, user_id=str(uuid.uuid4()), session_id=str(uuid.uuid4())
+        ).token
+        for _ in range(count)
+    ]
+
+
+async def fill_denylist(redis: Redis, count: int) -> list[str]:
+    """Revocations of other users' tokens; returns their keys, to remove them afterwards."""
+    keys: list[str] = []
+    async with redis.pipeline(transaction=False) as pipe:
+        for index in range(count):
+            user = str(uuid.uuid4())
+            key = cutoff_key(user) if index % 10 == 0 else revoked_key(user, uuid.uuid4().hex)
+            pipe.set(key, str(time.time()).encode(), ex=900)
+            keys.append(key)
+        await pipe.execute()
+    return keys
+
+
+async def time_checks(
+    redis: Redis, keyring: Keyring, settings: Settings, tokens: list[str], calls: int
+) -> Timings:
+    timings = Timings([], [], [])
+    for index in range(calls):
+        token = tokens[index % len(tokens)]
+        started = time.perf_counter_ns()
+        claims = verify_access_token(keyring, settings, token)
+        verified = time.perf_counter_ns()
+        if await is_revoked(redis, claims):
+            raise RuntimeError("a fresh token was reported revoked")
+        finished = time.perf_counter_ns()
+        timings.verify.append((verified - started) / 1000)
+        timings.lookup.append((finished - verified) / 1000)
+        timings.check.append((finished - started) / 1000)
+    return timings
+
+
+async def measure_check(settings: Settings, calls: int) -> Timings:
+    keyring = load_keyring(settings)
+    tokens = issue_tokens(keyring, settings, DISTINCT_TOKENS)
+    redis = redis_client(str(settings.redis_url))
+    try:
+        filler = await fill_denylist(redis, DENYLIST_ENTRIES)
+        await time_checks(redis, keyring, settings, tokens, WARM_UP_CALLS)
+        timings = await time_checks(redis, keyring, settings, tokens, calls)
+        await redis.delete(*filler)
+    finally:
+        await redis.aclose()
+    return timings
+
+
+def bench_app(settings: Settings) -> FastAPI:
+    """The real api with two tiny routes that differ only in the auth check."""
+    app = create_app(settings)
+
+    @app.get("/bench/open")
+    async def bench_open() -> dict[str, bool]:
+        return {"ok": True}
+
+    @app.get("/bench/authed")
+    async def bench_authed(_claims: CurrentClaims) -> dict[str, bool]:
+        return {"ok": True}
+
+    return app
+
+
+async def requests_per_s(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str], total: int, concurrency: int
+) -> float:
+    each = total // concurrency
+
+    async def worker() -> None:
+        for _ in range(each):
+            response = await client.get(path, headers=headers)
+            if response.status_code != 200:
+                raise RuntimeError(f"{path}: {response.status_code} {response.text}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return each * concurrency / (time.perf_counter() - started)
+
+
+async def measure_throughput(
+    settings: Settings, total: int, rounds: int, concurrency: int
+) -> tuple[float, float]:
+    """Median requests/s of the open and the authenticated route, measured in turns."""
+    app = bench_app(settings)
+    token = issue_tokens(load_keyring(settings), settings, 1)[0]
+    # The same header on both routes: the open one ignores it, so only the check differs.
+    headers = {"Authorization": f"Bearer {token}"}
+    rates: dict[str, list[float]] = {"/bench/open": [], "/bench/authed": []}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            for path in rates:  # warm-up
+                await requests_per_s(client, path, headers, total // 4, concurrency)
+            for _ in range(rounds):
+                for path, measured in rates.items():
+                    measured.append(await requests_per_s(client, path, headers, total, concurrency))
+    return percentile(rates["/bench/open"], 0.5), percentile(rates["/bench/authed"], 0.5)
+
+
+def report_check(timings: Timings) -> None:
+    print(f"\nauth check per request, {len(timings.check):,} calls (µs)      p50       p99")
+    parts = (
+        ("verify_access_token (Ed25519, claims)", timings.verify, ""),
+        ("is_revoked (one Redis MGET)", timings.lookup, ""),
+        ("whole check", timings.check, "p99 "),
+    )
+    for name, values, label in parts:
+        p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+        target = f"   target {label}{verdict(p99, CHECK_P99_TARGET_US)}" if label else ""
+        print(f"  {name:<40}{p50:>8.1f}  {p99:>8.1f}{target}")
+
+
+def report_throughput(open_rps: float, authed_rps: float, total: int, concurrency: int) -> None:
+    added_us = (1 / authed_rps - 1 / open_rps) * 1e6
+    print(
+        f"\nin-process throughput (httpx ASGITransport, {total:,} requests, {concurrency} at once)"
+    )
+    print(f"  GET /bench/open                         {open_rps:>10,.0f} requests/s")
+    print(f"  GET /bench/authed                       {authed_rps:>10,.0f} requests/s")
+    print(f"  authed / open                           {authed_rps / open_rps:>10.2f}")
+    target = verdict(added_us, CHECK_P99_TARGET_US)
+    print(f"  time the check adds (mean)              {added_us:>10.1f} µs   target {target}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=20_000, help="checks timed one by one")
+    parser.add_argument("--requests", type=int, default=4_000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per route, in turns")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight")
+    return parser.parse_args()
+
+
+def run(args: argparse.Namespace, state_dir: Path) -> None:
+    with LocalStack(Settings(state_dir=state_dir / "stack")) as stack:
+        keys_dir = state_dir / "keys"
+        generate_key_file(keys_dir)
+        settings = Settings(
+            state_dir=state_dir, redis_url=stack.urls.redis_url, jwt_keys_dir=keys_dir
+        )
+        origin = "started by eventpipe.local" if "redis" in stack.processes else "from the env"
+        print(f"Redis at {stack.urls.redis_url} ({origin})")
+        report_check(asyncio.run(measure_check(settings, args.calls)))
+        open_rps, authed_rps = asyncio.run(
+            measure_throughput(settings, args.requests, args.rounds, args.concurrency)
+        )
+        report_throughput(open_rps, authed_rps, args.requests, args.concurrency)
+
+
+def main() -> None:
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="eventpipe-bench-") as state_dir:
+        run(args, Path(state_dir))
+
+
+if __name__ == "__main__":
+    main()
