@@ -154,8 +154,9 @@ def _group_members(bootstrap: str, group: str) -> int:
 def test_processor_joins_its_group_and_leaves_on_stop(settings: Settings, topic: str) -> None:
     assert settings.kafka_bootstrap is not None
     group = f"{topic}-processors"
+    upgrade(str(settings.database_url))
     processor_settings = settings.model_copy(
-        update={"events_topic": topic, "processor_group": group}
+        update={"events_topic": topic, "processor_group": group, "processor_metrics_port": 0}
     )
     stop = StopFlag()
     thread = threading.Thread(target=run_processor, args=(processor_settings, stop))

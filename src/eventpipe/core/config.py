@@ -83,6 +83,15 @@ class Settings(BaseSettings):
     # How long an api process trusts its cached answer for a write key (revocation delay).
     write_key_cache_s: Annotated[float, Field(ge=0, le=300)] = 10.0
 
+    # Processor: batches pulled at its own pace; a message id seen within the window is dropped.
+    processor_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5_000
+    processor_batch_wait_s: Annotated[float, Field(gt=0, le=10)] = 0.1
+    dedupe_window_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 86_400
+    archive_retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
+    archive_days_ahead: Annotated[int, Field(ge=1, le=60)] = 7
+    # Prometheus metrics of the processor (0: none).
+    processor_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:

@@ -1,43 +1,196 @@
-"""The processor role: a consumer in group `eventpipe-processors` on the events topic.
+"""The processor role: consumer group `eventpipe-processors` pulling `eventpipe.events`.
 
-For now it joins the group and holds its partitions; aggregation and archiving come with the
-stream-processor issue. It commits nothing, so no event is marked done before it is applied.
+Per batch: poison goes to the DLQ (acknowledged first), the archive takes every row (idempotent),
+then per partition one atomic Redis step applies dedupe marks, aggregate deltas and the next
+offset. Offsets live in Redis with the aggregates; on assignment the consumer seeks there, so a
+crash anywhere replays a batch that the archive and the step both absorb. Kafka commits follow,
+for lag monitoring only.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from datetime import UTC, date, datetime
 from typing import Any
 
-from confluent_kafka import Consumer
+import psycopg
+import redis
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from prometheus_client import start_http_server
 
 from eventpipe.core.config import Settings
-from eventpipe.core.kafka import consumer_config
+from eventpipe.core.kafka import consumer_config, producer_config
 from eventpipe.core.signals import StopFlag
+from eventpipe.processor.archive import Archive, archive_row, ensure_partitions
+from eventpipe.processor.batch import Batch, split
+from eventpipe.processor.metrics import ProcessorMetrics
+from eventpipe.processor.sinks import RedisStep
 
 log = logging.getLogger(__name__)
+SINK_ERRORS = (psycopg.Error, redis.RedisError, KafkaException, OSError)
+PARTITION_CHECK_S = 3600.0
+LAG_CHECK_S = 5.0
 
 
-def _log_assignment(_consumer: Any, partitions: list[Any]) -> None:
-    log.info("assigned %s", sorted(p.partition for p in partitions))
+class Processor:
+    def __init__(self, settings: Settings, stop: StopFlag, metrics: ProcessorMetrics) -> None:
+        assert settings.kafka_bootstrap and settings.redis_url and settings.database_url  # noqa: S101
+        self.settings = settings
+        self.stop = stop
+        self.metrics = metrics
+        self.topic = settings.events_topic
+        self.redis = redis.Redis.from_url(str(settings.redis_url), socket_timeout=10)
+        self.step = RedisStep(
+            self.redis,
+            group=settings.processor_group,
+            topic=self.topic,
+            dedupe_ttl_s=settings.dedupe_window_s,
+        )
+        self.archive = Archive(str(settings.database_url))
+        self.dlq = Producer(producer_config(settings.kafka_bootstrap))
+        self.consumer = Consumer(
+            consumer_config(settings.kafka_bootstrap, settings.processor_group)
+        )
+        self.assigned: set[int] = set()
+        self._partitions_checked = 0.0
+        self._lag_checked = 0.0
+
+    # Rebalance callbacks run inside consume(), so always between two batches.
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            stored = self._retry("redis", lambda p=tp.partition: self.step.stored_offset(p))
+            if stored is not None:
+                tp.offset = stored
+        consumer.incremental_assign(partitions)
+        self.assigned |= {tp.partition for tp in partitions}
+        log.info("assigned %s", sorted((tp.partition, tp.offset) for tp in partitions))
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned -= {tp.partition for tp in partitions}
+        log.info("revoked %s", sorted(tp.partition for tp in partitions))
+
+    def _retry(self, sink: str, action: Any) -> Any:
+        delay = 0.2
+        while True:
+            try:
+                return action()
+            except SINK_ERRORS as error:
+                self.metrics.sink_errors.labels(sink).inc()
+                log.warning("%s unavailable, retrying in %.1fs: %s", sink, delay, error)
+                if self.stop.wait(delay):
+                    raise _Stopping from error
+                delay = min(delay * 2, 5.0)
+
+    def run(self) -> None:
+        self.consumer.subscribe(
+            [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )  # fmt: skip
+        log.info("processor in group %s on %s", self.settings.processor_group, self.topic)
+        try:
+            while not self.stop.is_set:
+                self._maintain()
+                messages = self.consumer.consume(
+                    self.settings.processor_batch_size, self.settings.processor_batch_wait_s
+                )
+                if messages:
+                    self._apply(split(messages))
+        except _Stopping:
+            log.info("stopping with a batch not applied: it replays on the next start")
+        finally:
+            self.consumer.close()
+            self.dlq.flush(10)
+            self.archive.close()
+            self.redis.close()
+            log.info("processor left group %s", self.settings.processor_group)
+
+    def _apply(self, batch: Batch) -> None:
+        if batch.poison:
+            self._retry("kafka", lambda: self._dead_letter(batch))
+        rows = [
+            archive_row(record, encoded)
+            for work in batch.partitions.values()
+            for record, encoded in zip(work.records, work.encoded, strict=True)
+        ]
+        if rows:
+            self._retry("postgres", lambda: self.archive.write(rows))
+        commits = []
+        for work in batch.partitions.values():
+            if work.partition not in self.assigned:
+                continue  # revoked while a sink was down: its new owner replays it
+            result = self._retry(
+                "redis", lambda w=work: self.step.apply(w.partition, w.records, w.next_offset)
+            )
+            self.metrics.events.inc(result.new)
+            self.metrics.duplicates.inc(result.duplicates)
+            self._observe_freshness(work.records)
+            commits.append(TopicPartition(self.topic, work.partition, work.next_offset))
+        self.metrics.batches.inc()
+        self.metrics.last_commit.set(time.time())
+        if commits:
+            self.consumer.commit(offsets=commits, asynchronous=True)
+
+    def _dead_letter(self, batch: Batch) -> None:
+        for message, problem in batch.poison:
+            headers: list[tuple[str, str | bytes | None]] = [
+                ("eventpipe-error", problem.encode()[:1000]),
+                ("eventpipe-topic", (message.topic() or "").encode()),
+                ("eventpipe-partition", str(message.partition()).encode()),
+                ("eventpipe-offset", str(message.offset()).encode()),
+            ]
+            self.dlq.produce(
+                self.settings.dlq_topic, message.value(), message.key(), headers=headers
+            )
+        # The poison's offset may move only once the DLQ holds it.
+        if self.dlq.flush(30) > 0:
+            raise KafkaException("the DLQ did not acknowledge in time")
+        self.metrics.dead_letters.inc(len(batch.poison))
+        log.warning("sent %d poison message(s) to %s", len(batch.poison), self.settings.dlq_topic)
+        batch.poison.clear()
+
+    def _observe_freshness(self, records: list[Any]) -> None:
+        if records:
+            received = datetime.fromisoformat(records[-1].received_at)
+            self.metrics.freshness.observe(max(0.0, (datetime.now(UTC) - received).total_seconds()))
+
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        if now - self._partitions_checked > PARTITION_CHECK_S:
+            self._partitions_checked = now
+            self._retry("postgres", self._ensure_partitions)
+        if now - self._lag_checked > LAG_CHECK_S:
+            self._lag_checked = now
+            self._update_lag()
+
+    def _ensure_partitions(self) -> None:
+        ensure_partitions(
+            str(self.settings.database_url),
+            today=date.today(),
+            ahead=self.settings.archive_days_ahead,
+            retention_days=self.settings.archive_retention_days,
+        )
+
+    def _update_lag(self) -> None:
+        try:
+            positions = self.consumer.position(
+                [TopicPartition(self.topic, p) for p in sorted(self.assigned)]
+            )
+        except KafkaException:
+            return
+        for tp in positions:
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+            position = tp.offset if tp.offset >= 0 else low
+            self.metrics.lag.labels(str(tp.partition)).set(max(0, high - position))
 
 
-def _log_revocation(_consumer: Any, partitions: list[Any]) -> None:
-    log.info("revoked %s", sorted(p.partition for p in partitions))
+class _Stopping(Exception):
+    """SIGTERM arrived while a sink was down."""
 
 
 def run_processor(settings: Settings, stop: StopFlag) -> None:
-    """Join the consumer group and poll until `stop` is set, then leave the group."""
-    assert settings.kafka_bootstrap is not None  # noqa: S101 - checked by the CLI
-    consumer = Consumer(consumer_config(settings.kafka_bootstrap, settings.processor_group))
-    consumer.subscribe(
-        [settings.events_topic], on_assign=_log_assignment, on_revoke=_log_revocation
-    )
-    log.info("processor joined group %s on %s", settings.processor_group, settings.events_topic)
-    try:
-        while not stop.is_set:
-            consumer.poll(0.5)
-    finally:
-        # close() commits nothing (auto-commit is off) and leaves the group at once.
-        consumer.close()
-        log.info("processor left group %s", settings.processor_group)
+    """Run until `stop` is set; the batch in hand is finished first."""
+    metrics = ProcessorMetrics()
+    if settings.processor_metrics_port:
+        start_http_server(settings.processor_metrics_port, registry=metrics.registry)
+    Processor(settings, stop, metrics).run()

@@ -1,0 +1,39 @@
+"""The Redis step: one script call per batch and partition, atomic, replay-safe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.resources import files
+
+import redis
+
+from eventpipe.domain.events import EventRecord
+from eventpipe.processor.aggregate import offset_field, offsets_key, plan_step
+
+STEP_SCRIPT = files("eventpipe.processor").joinpath("step.lua").read_text()
+
+
+@dataclass(frozen=True)
+class StepResult:
+    new: int
+    duplicates: int
+    skipped: bool  # the whole batch was applied before (a replay after a crash)
+
+
+class RedisStep:
+    def __init__(self, client: redis.Redis, *, group: str, topic: str, dedupe_ttl_s: int) -> None:
+        self._redis = client
+        self._field = offset_field(group, topic)
+        self._dedupe_ttl_s = dedupe_ttl_s
+        self._script = client.register_script(STEP_SCRIPT)
+
+    def apply(self, partition: int, records: list[EventRecord], next_offset: int) -> StepResult:
+        step = plan_step(partition, records)
+        argv = step.argv(self._field, next_offset, self._dedupe_ttl_s)
+        new, duplicates = self._script(keys=[offsets_key(partition)], args=argv)
+        skipped = new == 0 and duplicates == 0 and bool(records)
+        return StepResult(int(new), int(duplicates), skipped)
+
+    def stored_offset(self, partition: int) -> int | None:
+        value = self._redis.hget(offsets_key(partition), self._field)
+        return int(value) if isinstance(value, bytes | str) else None

@@ -1,0 +1,149 @@
+"""The processor against real Kafka, Redis and PostgreSQL: exact counts, archive, DLQ."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import msgspec
+import psycopg
+import pytest
+from confluent_kafka import Consumer, Message, Producer
+from redis.asyncio import Redis as AsyncRedis
+
+from eventpipe.core.config import Settings
+from eventpipe.core.kafka import consumer_config, ensure_topics, producer_config
+from eventpipe.core.signals import StopFlag
+from eventpipe.domain import aggregates
+from eventpipe.domain.events import EventRecord, encode_record, record_key
+from eventpipe.migrations.runner import upgrade
+from eventpipe.processor.app import run_processor
+
+PARTITIONS = 3
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def make_record(project: str, message_id: str, user: str, name: str) -> EventRecord:
+    now = "2026-11-25T14:03:59.123Z"
+    return EventRecord(
+        project_id=project, message_id=message_id, type="track", received_at=now,
+        timestamp=now, day="2026-11-25", user_id=user, event=name,
+        properties=msgspec.Raw(b'{"n": 1}'),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def processor_settings(settings: Settings, topic: str) -> Settings:
+    assert settings.database_url is not None
+    upgrade(str(settings.database_url))
+    ensure_topics(settings.kafka_bootstrap or "", {f"{topic}.dlq": 1})
+    return settings.model_copy(
+        update={
+            "events_topic": topic,
+            "dlq_topic": f"{topic}.dlq",
+            "processor_group": f"{topic}-processors",
+            "processor_metrics_port": 0,
+            "processor_batch_size": 500,
+        }
+    )
+
+
+@pytest.fixture
+def running_processor(processor_settings: Settings) -> Iterator[StopFlag]:
+    stop = StopFlag()
+    thread = threading.Thread(target=run_processor, args=(processor_settings, stop))
+    thread.start()
+    yield stop
+    stop.set()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+
+
+def produce(settings: Settings, records: list[EventRecord], raw: tuple[bytes, ...] = ()) -> None:
+    producer = Producer(producer_config(settings.kafka_bootstrap or ""))
+    for record in records:
+        producer.produce(settings.events_topic, encode_record(record), record_key(record))
+    for value in raw:
+        producer.produce(settings.events_topic, value, b"poison")
+    assert producer.flush(30) == 0
+
+
+def totals(settings: Settings, project: str) -> dict[str, int]:
+    async def read() -> dict[str, int]:
+        client = AsyncRedis.from_url(str(settings.redis_url))
+        try:
+            return await aggregates.totals(client, project_id=project, partitions=PARTITIONS)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def archived(settings: Settings, project: str) -> int:
+    with psycopg.connect(str(settings.database_url)) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM events WHERE project_id = %s", (project,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@pytest.mark.usefixtures("running_processor")
+def test_duplicates_are_counted_once_and_archived_once(processor_settings: Settings) -> None:
+    project = str(uuid.uuid4())
+    users = [f"user-{i}" for i in range(50)]
+    records = [
+        make_record(project, f"m-{i}", users[i % len(users)], "Click" if i % 3 else "Buy")
+        for i in range(600)
+    ]
+    retried = records[100:250]  # a client resending part of its batches
+    produce(processor_settings, records + retried)
+    expected = {"Click": 400, "Buy": 200, "$all": 600}
+    wait_for(lambda: totals(processor_settings, project) == expected, what="exact totals")
+    assert archived(processor_settings, project) == 600
+
+    async def uniques() -> int:
+        client = AsyncRedis.from_url(str(processor_settings.redis_url))
+        count = await aggregates.unique_users(
+            client, project_id=project, partitions=PARTITIONS, period="day", bucket="20261125"
+        )
+        await client.aclose()
+        return count
+
+    assert asyncio.run(uniques()) == len(users)  # HLL is exact at this size
+
+
+@pytest.mark.usefixtures("running_processor")
+def test_poison_goes_to_the_dlq_and_the_partition_keeps_flowing(
+    processor_settings: Settings,
+) -> None:
+    project = str(uuid.uuid4())
+    produce(processor_settings, [make_record(project, "before", "u", "A")], (b"{not json",))
+    produce(processor_settings, [make_record(project, "after", "u", "A")])
+    wait_for(lambda: totals(processor_settings, project).get("A") == 2, what="both good events")
+    consumer = Consumer(
+        consumer_config(processor_settings.kafka_bootstrap or "", f"dlq-{uuid.uuid4().hex}")
+    )
+    consumer.subscribe([processor_settings.dlq_topic])
+    found: list[Message] = []
+
+    def dead_lettered() -> bool:
+        found.extend(consumer.consume(10, 0.5))
+        return bool(found)
+
+    wait_for(dead_lettered, what="DLQ message")
+    consumer.close()
+    assert found[0].value() == b"{not json"
+    headers = dict(found[0].headers() or [])
+    assert headers["eventpipe-topic"] == processor_settings.events_topic.encode()
+    error = headers["eventpipe-error"]
+    assert isinstance(error, bytes) and b"JSON" in error
