@@ -45,8 +45,11 @@ _DEBIAN_BIN = Path("/usr/lib/postgresql/15/bin")
 _MAX_SOCKET_PATH = 107
 
 
-def start_postgres(state_dir: Path) -> tuple[str, ManagedProcess]:
-    """Start PostgreSQL over the data kept for `state_dir`; return the `eventpipe` database URL."""
+def start_postgres(state_dir: Path, *, port: int | None = None) -> tuple[str, ManagedProcess]:
+    """Start PostgreSQL over the data kept for `state_dir`; return the `eventpipe` database URL.
+
+    The port is a fresh one unless given (a test restarting a server under its clients' feet).
+    """
     pg_dir = state_dir.resolve() / "postgres"
     lock_fd = lock_file(pg_dir / "eventpipe.lock", owner="postgres")
     try:
@@ -56,7 +59,8 @@ def start_postgres(state_dir: Path) -> tuple[str, ManagedProcess]:
         log_path = pg_dir / "server.log"
         _initdb_once(pg_dir, bin_dir, data_dir, user)
         port, process = retry_port_clash(
-            lambda: _start_once(bin_dir, data_dir, user, log_path, lock_fd)
+            lambda: _start_once(bin_dir, data_dir, user, log_path, lock_fd, port or free_port()),
+            attempts=1 if port else 3,
         )
     finally:
         os.close(lock_fd)
@@ -202,9 +206,8 @@ def _initdb_once(pg_dir: Path, bin_dir: Path, data_dir: Path, user: str | None) 
 
 
 def _start_once(
-    bin_dir: Path, data_dir: Path, user: str | None, log_path: Path, lock_fd: int
+    bin_dir: Path, data_dir: Path, user: str | None, log_path: Path, lock_fd: int, port: int
 ) -> tuple[int, ManagedProcess]:
-    port = free_port()
     args = [str(bin_dir / "postgres"), "-D", str(data_dir), "-p", str(port)]
     args += [
         "-c",
