@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 
+import httpx
 import msgspec
 import psycopg
 import pytest
@@ -147,3 +149,36 @@ def test_poison_goes_to_the_dlq_and_the_partition_keeps_flowing(
     assert headers["eventpipe-topic"] == processor_settings.events_topic.encode()
     error = headers["eventpipe-error"]
     assert isinstance(error, bytes) and b"JSON" in error
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_metrics_are_served_in_prometheus_format(processor_settings: Settings) -> None:
+    port = _free_port()
+    with_metrics = processor_settings.model_copy(update={"processor_metrics_port": port})
+    stop = StopFlag()
+    thread = threading.Thread(target=run_processor, args=(with_metrics, stop))
+    thread.start()
+    try:
+        project = str(uuid.uuid4())
+        record = make_record(project, "m-1", "u", "A")
+        produce(with_metrics, [record, record])
+        wait_for(lambda: totals(with_metrics, project).get("A") == 1, what="the event")
+
+        def metric(name: str) -> float:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            line = next(x for x in text.splitlines() if x.startswith(name + " "))
+            return float(line.split()[1])
+
+        wait_for(lambda: metric("eventpipe_duplicates_dropped_total") == 1, what="dup metric")
+        assert metric("eventpipe_events_processed_total") == 1
+        assert metric("eventpipe_batches_total") >= 1
+        assert metric("eventpipe_freshness_seconds_count") >= 1
+        assert metric("eventpipe_last_commit_timestamp") > time.time() - 60
+    finally:
+        stop.set()
+        thread.join(timeout=60)

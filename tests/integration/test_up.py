@@ -136,3 +136,25 @@ def test_up_serves_refuses_a_second_and_stops_cleanly(
     running_up.process.send_signal(signal.SIGTERM)
     assert running_up.process.wait(timeout=60) == 0
     assert [pid for pid in children if _alive(pid)] == []
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_up_reports_a_crashed_server_and_stops_the_rest(running_up: Running) -> None:
+    running_up.wait_for_line("eventpipe is up at ", UP_TIMEOUT_S)
+    children = _descendants(running_up.process.pid)
+    redis_pid = next(pid for pid in children if "redis-server" in _cmdline(pid))
+    os.kill(redis_pid, signal.SIGKILL)
+    assert running_up.process.wait(timeout=60) == 1
+    assert running_up.process.stderr is not None
+    stderr = running_up.process.stderr.read()
+    assert "redis" in stderr
+    assert "exited unexpectedly" in stderr
+    assert "Ready to accept connections" in stderr  # the tail of its log
+    assert "Traceback" not in stderr
+    assert [pid for pid in children if _alive(pid)] == []
