@@ -192,5 +192,9 @@ def run_processor(settings: Settings, stop: StopFlag) -> None:
     """Run until `stop` is set; the batch in hand is finished first."""
     metrics = ProcessorMetrics()
     if settings.processor_metrics_port:
-        start_http_server(settings.processor_metrics_port, registry=metrics.registry)
+        try:
+            start_http_server(settings.processor_metrics_port, registry=metrics.registry)
+        except OSError as error:
+            # Metrics are for watching; a taken port must not stop the pipeline itself.
+            log.error("no metrics on port %d: %s", settings.processor_metrics_port, error)
     Processor(settings, stop, metrics).run()
