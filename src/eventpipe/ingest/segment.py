@@ -102,6 +102,8 @@ def decode_envelope(body: bytes, implied_type: str | None) -> Envelope:
         raise IngestError(400, "invalid_body", f"invalid request body: {error}") from error
     except msgspec.DecodeError as error:
         raise IngestError(400, "malformed_json", f"malformed JSON: {error}") from error
+    except RecursionError as error:
+        raise IngestError(400, "malformed_json", "JSON nested too deeply") from error
     return Envelope([msgspec.Raw(body)], write_key, implied_type=implied_type)
 
 
@@ -134,10 +136,12 @@ def parse_time(value: str | None, field: str, index: int) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
+        # A time without a zone is taken as UTC, as Segment does.
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except ValueError as error:
         raise bad_event(index, f"{field} is not an ISO-8601 time: {value[:40]!r}") from error
-    # A time without a zone is taken as UTC, as Segment does.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError as error:
+        raise bad_event(index, f"{field} is out of range: {value[:40]!r}") from error
 
 
 def iso(moment: datetime) -> str:
@@ -159,7 +163,10 @@ def merge_raw(outer: msgspec.Raw, inner: msgspec.Raw) -> msgspec.Raw:
         return inner
     if inner == NULL or len(inner) == 0:
         return outer
-    base, top = orjson.loads(bytes(outer)), orjson.loads(bytes(inner))
+    try:
+        base, top = orjson.loads(bytes(outer)), orjson.loads(bytes(inner))
+    except orjson.JSONDecodeError as error:  # orjson refuses nesting deeper than 1024
+        raise IngestError(400, "malformed_json", f"context: {error}") from error
     if not (isinstance(base, dict) and isinstance(top, dict)):
         return inner
     return msgspec.Raw(orjson.dumps({**base, **top}))
@@ -180,6 +187,8 @@ def _decode_event(raw: msgspec.Raw, index: int) -> IncomingEvent:
         raise bad_event(index, str(error)) from error
     except msgspec.DecodeError as error:
         raise bad_event(index, f"malformed JSON: {error}") from error
+    except RecursionError as error:
+        raise bad_event(index, "JSON nested too deeply") from error
 
 
 def _check_type_rules(event: IncomingEvent, kind: str | None, index: int) -> str:
@@ -213,13 +222,17 @@ def build_record(
     message_id = _identifier(event.message_id, "messageId", index, MAX_MESSAGE_ID)
     original = parse_time(event.original_timestamp or event.timestamp, "timestamp", index)
     sent_at = parse_time(event.sent_at or envelope.sent_at, "sentAt", index)
+    try:
+        timestamp = corrected_time(received_at, sent_at, original)
+    except OverflowError as error:
+        raise bad_event(index, "timestamp and sentAt are too far apart") from error
     return EventRecord(
         project_id=project_id,
         # Without a client messageId a retry cannot be recognised; Segment does the same.
         message_id=message_id or f"ep-{uuid.uuid4()}",
         type=kind,
         received_at=iso(received_at),
-        timestamp=iso(corrected_time(received_at, sent_at, original)),
+        timestamp=iso(timestamp),
         day=(original or received_at).date().isoformat(),
         original_timestamp=iso(original) if original else None,
         sent_at=iso(sent_at) if sent_at else None,
