@@ -34,6 +34,7 @@ class EventRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     anonymous_id: str | None = None
     event: str | None = None
     name: str | None = None
+    category: str | None = None
     group_id: str | None = None
     previous_id: str | None = None
     properties: msgspec.Raw = NULL

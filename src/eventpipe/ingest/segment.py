@@ -46,6 +46,7 @@ class IncomingEvent(msgspec.Struct, rename="camel"):
     anonymous_id: Identifier = None
     event: str | None = None
     name: str | None = None
+    category: str | None = None
     group_id: Identifier = None
     previous_id: Identifier = None
     timestamp: str | None = None
@@ -112,12 +113,15 @@ def check_batch_size(envelope: Envelope) -> None:
         raise IngestError(400, "empty_batch", "the batch holds no events")
     if len(envelope.items) > MAX_BATCH_EVENTS:
         raise IngestError(400, "batch_too_large", f"at most {MAX_BATCH_EVENTS} events per batch")
+    # The envelope's context and integrations become part of every event: they count in each.
+    shared = sum(len(raw) for raw in (envelope.context, envelope.integrations) if raw != NULL)
     for index, item in enumerate(envelope.items):
-        if len(item) > MAX_EVENT_BYTES:
+        size = len(item) + shared
+        if size > MAX_EVENT_BYTES:
             raise IngestError(
                 400,
                 "event_too_large",
-                f"event {index}: {len(item)} bytes, at most {MAX_EVENT_BYTES} per event",
+                f"event {index}: {size} bytes with the batch's context, at most {MAX_EVENT_BYTES}",
                 index,
             )
 
@@ -157,7 +161,7 @@ def corrected_time(
     return original or received_at
 
 
-def merge_raw(outer: msgspec.Raw, inner: msgspec.Raw) -> msgspec.Raw:
+def merge_raw(outer: msgspec.Raw, inner: msgspec.Raw, index: int) -> msgspec.Raw:
     """The envelope's object under the event's own (the event's keys win)."""
     if outer == NULL or len(outer) == 0:
         return inner
@@ -166,7 +170,7 @@ def merge_raw(outer: msgspec.Raw, inner: msgspec.Raw) -> msgspec.Raw:
     try:
         base, top = orjson.loads(bytes(outer)), orjson.loads(bytes(inner))
     except orjson.JSONDecodeError as error:  # orjson refuses nesting deeper than 1024
-        raise IngestError(400, "malformed_json", f"context: {error}") from error
+        raise bad_event(index, f"context: {error}") from error
     if not (isinstance(base, dict) and isinstance(top, dict)):
         return inner
     return msgspec.Raw(orjson.dumps({**base, **top}))
@@ -240,12 +244,21 @@ def build_record(
         anonymous_id=anonymous_id,
         event=event.event if kind == "track" else None,
         name=event.name,
+        category=event.category,
         group_id=_identifier(event.group_id, "groupId", index),
         previous_id=_identifier(event.previous_id, "previousId", index),
         properties=_object_or_null(event.properties, "properties", index),
         traits=_object_or_null(event.traits, "traits", index),
-        context=merge_raw(envelope.context, _object_or_null(event.context, "context", index)),
-        integrations=merge_raw(envelope.integrations, event.integrations),
+        context=merge_raw(
+            _object_or_null(envelope.context, "the batch's context", index),
+            _object_or_null(event.context, "context", index),
+            index,
+        ),
+        integrations=merge_raw(
+            _object_or_null(envelope.integrations, "the batch's integrations", index),
+            _object_or_null(event.integrations, "integrations", index),
+            index,
+        ),
     )
 
 

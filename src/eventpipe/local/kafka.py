@@ -59,12 +59,14 @@ _STALE_DUMP_S = 86_400.0
 
 
 def start_kafka(
-    state_dir: Path, cache_dir: Path, *, fast_start: bool = True
+    state_dir: Path, cache_dir: Path, *, fast_start: bool = True, port: int | None = None
 ) -> tuple[str, ManagedProcess]:
-    """Start Kafka on fresh ports over the data in `state_dir/kafka`; return its bootstrap address.
+    """Start Kafka over the data in `state_dir/kafka`; return its bootstrap address.
 
-    Data written by an earlier start is kept, whatever ports that start used. Topics are the
-    caller's business (`auto.create.topics.enable=false`).
+    The PLAINTEXT port is a fresh one unless given (a test restarting a broker under its
+    clients' feet); the controller's port is always fresh. Data written by an earlier start is
+    kept, whatever ports that start used. Topics are the caller's business
+    (`auto.create.topics.enable=false`).
     """
     home = ensure_jars(cache_dir)
     kafka_dir = state_dir.resolve() / "kafka"
@@ -72,7 +74,9 @@ def start_kafka(
     lock_fd = lock_file(kafka_dir / "eventpipe.lock", owner="kafka broker")
     try:
         launcher = _Launcher(home, kafka_dir, fast_start)
-        return retry_port_clash(lambda: launcher.start(lock_fd))
+        return retry_port_clash(
+            lambda: launcher.start(lock_fd, port or free_port()), attempts=1 if port else 3
+        )
     finally:
         os.close(lock_fd)
 
@@ -107,20 +111,22 @@ class _Launcher:
         self.archive = home / "kafka.jsa"
         self.log_path = kafka_dir / "server.log"
 
-    def start(self, lock_fd: int) -> tuple[str, ManagedProcess]:
+    def start(self, lock_fd: int, port: int) -> tuple[str, ManagedProcess]:
         try:
-            return self._start_once(lock_fd)
+            return self._start_once(lock_fd, port)
         except ServerFailed as error:
             # A damaged archive can crash the JVM: never let it prevent a start.
             if error.port_clash or not (self.fast_start and self.archive.exists()):
                 raise
             logger.warning("Kafka failed using archive %s: retrying without it", self.archive)
             self.archive.unlink(missing_ok=True)
-            return self._start_once(lock_fd)
+            return self._start_once(lock_fd, port)
 
-    def _start_once(self, lock_fd: int) -> tuple[str, ManagedProcess]:
-        # Should both be the same port, Kafka fails to bind and `retry_port_clash` tries again.
-        port, controller_port = free_port(), free_port()
+    def _start_once(self, lock_fd: int, port: int) -> tuple[str, ManagedProcess]:
+        # A given port is not retried on a clash, so never pick it for the controller as well.
+        controller_port = free_port()
+        while controller_port == port:
+            controller_port = free_port()
         properties = self.kafka_dir / "server.properties"
         data_dir = self.kafka_dir / "data"
         data_dir.mkdir(parents=True, exist_ok=True)

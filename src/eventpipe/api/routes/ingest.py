@@ -76,11 +76,12 @@ async def ingest(request: Request, implied_type: str | None) -> Response:
     headers = request.headers
     check_content_type(headers.get("content-type"))
     header_key = basic_auth_user(headers.get("authorization"))
-    if header_key is not None:
-        await _resolve(resources, header_key)  # refuse a bad key before reading the body
+    # A key in the header is checked before the body is read, so a bad one costs no parsing.
+    resolved = await _resolve(resources, header_key) if header_key is not None else None
     body = decode_content(await read_limited(request.stream()), headers.get("content-encoding"))
     envelope = decode_envelope(body, implied_type)
-    resolved = await _resolve(resources, header_key or envelope.write_key)
+    if resolved is None:
+        resolved = await _resolve(resources, envelope.write_key)
     records = build_records(envelope, project_id=resolved.project_id, received_at=datetime.now(UTC))
     if await _rate_limited(resources, resolved, len(records)):
         raise IngestError(429, "rate_limited", "too many events for this write key")
