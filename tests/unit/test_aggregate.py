@@ -39,9 +39,9 @@ def test_plan_shares_targets_and_tags_every_key_with_the_partition() -> None:
 
 def test_argv_layout() -> None:
     step = plan_step(0, [_record("m1", "u1")])
-    argv = step.argv("g:t", 42, 86400)
-    assert argv[:4] == ["g:t", 42, 86400, len(step.targets)]
-    tail = argv[4 + 4 * len(step.targets) :]
+    argv = step.argv("g:t", 40, 42, 86400)
+    assert argv[:5] == ["g:t", 40, 42, 86400, len(step.targets)]
+    tail = argv[5 + 4 * len(step.targets) :]
     assert tail[0] == "ep:{p0}:seen:p:m1"
     assert tail[1] == 7
     assert sorted(tail[2:]) == list(range(1, 8))

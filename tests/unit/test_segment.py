@@ -148,3 +148,11 @@ def test_content_type() -> None:
     with pytest.raises(IngestError) as caught:
         check_content_type("application/x-www-form-urlencoded")
     assert caught.value.status == 400
+
+
+def test_nul_characters_are_refused_but_an_escaped_backslash_is_not() -> None:
+    event = {"type": "track", "userId": "u", "event": "e", "properties": {"a": "x\u0000y"}}
+    assert _error(_batch(event)).code == "nul_character"
+    literal = {"type": "track", "userId": "u", "event": "e", "properties": {"a": "\\u0000"}}
+    (record,) = _records(_batch(literal))
+    assert record is not None

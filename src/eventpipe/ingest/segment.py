@@ -6,6 +6,7 @@ Segment and RudderStack SDKs expect them: see docs/ingest.md.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -86,8 +87,20 @@ _write_key_decoder = msgspec.json.Decoder(_WriteKeyOnly)
 _event_decoder = msgspec.json.Decoder(IncomingEvent)
 
 
+# A JSON \u0000 escape not itself escaped (an even run of backslashes before it).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _refuse_nul(body: bytes) -> None:
+    # PostgreSQL's text and jsonb cannot hold NUL: refuse it here, where the client learns why,
+    # rather than have the archive reject the event later.
+    if b"\\u0000" in body and _NUL_ESCAPE.search(body):
+        raise IngestError(400, "nul_character", "NUL characters (\\u0000) are not accepted")
+
+
 def decode_envelope(body: bytes, implied_type: str | None) -> Envelope:
     """Split a body into raw events; `implied_type` is the route's type, None for /v1/batch."""
+    _refuse_nul(body)
     try:
         if implied_type is None:
             envelope = _envelope_decoder.decode(body)

@@ -63,8 +63,12 @@ class StepArgs:
             found = self._index[ident] = len(self.targets)
         return found
 
-    def argv(self, field_name: str, next_offset: int, dedupe_ttl_s: int) -> list[str | int]:
-        args: list[str | int] = [field_name, next_offset, dedupe_ttl_s, len(self.targets)]
+    def argv(
+        self, field_name: str, first_offset: int, next_offset: int, dedupe_ttl_s: int
+    ) -> list[str | int]:
+        args: list[str | int] = [
+            field_name, first_offset, next_offset, dedupe_ttl_s, len(self.targets),
+        ]  # fmt: skip
         for op, key, member, ttl in self.targets:
             args += [op, key, member, ttl]
         for seen_key, indices in self.events:

@@ -10,6 +10,7 @@ for lag monitoring only.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from datetime import UTC, date, datetime
 from typing import Any
@@ -22,13 +23,22 @@ from prometheus_client import start_http_server
 from eventpipe.core.config import Settings
 from eventpipe.core.kafka import consumer_config, producer_config
 from eventpipe.core.signals import StopFlag
+from eventpipe.domain.events import EventRecord, record_key
 from eventpipe.processor.archive import Archive, archive_row, ensure_partitions
-from eventpipe.processor.batch import Batch, split
+from eventpipe.processor.batch import Batch, PartitionBatch, PoisonMessage, split
 from eventpipe.processor.metrics import ProcessorMetrics
-from eventpipe.processor.sinks import RedisStep
+from eventpipe.processor.sinks import OffsetGap, RedisStep, StepResult
 
 log = logging.getLogger(__name__)
-SINK_ERRORS = (psycopg.Error, redis.RedisError, KafkaException, OSError)
+# Worth waiting out: a server away or overloaded. Anything else is a bug or bad data, not retried.
+SINK_ERRORS = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    KafkaException,
+    OSError,
+)
 PARTITION_CHECK_S = 3600.0
 LAG_CHECK_S = 5.0
 
@@ -49,12 +59,18 @@ class Processor:
         )
         self.archive = Archive(str(settings.database_url))
         self.dlq = Producer(producer_config(settings.kafka_bootstrap))
+        session_ms = settings.processor_session_timeout_ms
         self.consumer = Consumer(
-            consumer_config(settings.kafka_bootstrap, settings.processor_group)
+            consumer_config(
+                settings.kafka_bootstrap,
+                settings.processor_group,
+                **{"session.timeout.ms": session_ms, "heartbeat.interval.ms": session_ms // 3},
+            )
         )
         self.assigned: set[int] = set()
-        self._partitions_checked = 0.0
-        self._lag_checked = 0.0
+        # -inf: both checks run at start (monotonic time may be small after a boot).
+        self._partitions_checked = -math.inf
+        self._lag_checked = -math.inf
 
     # Rebalance callbacks run inside consume(), so always between two batches.
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -106,22 +122,18 @@ class Processor:
             log.info("processor left group %s", self.settings.processor_group)
 
     def _apply(self, batch: Batch) -> None:
+        self._archive(batch)
         if batch.poison:
             self._retry("kafka", lambda: self._dead_letter(batch))
-        rows = [
-            archive_row(record, encoded)
-            for work in batch.partitions.values()
-            for record, encoded in zip(work.records, work.encoded, strict=True)
-        ]
-        if rows:
-            self._retry("postgres", lambda: self.archive.write(rows))
         commits = []
         for work in batch.partitions.values():
             if work.partition not in self.assigned:
                 continue  # revoked while a sink was down: its new owner replays it
-            result = self._retry(
-                "redis", lambda w=work: self.step.apply(w.partition, w.records, w.next_offset)
-            )
+            try:
+                result = self._retry("redis", lambda w=work: self._step(w))
+            except OffsetGap as gap:
+                self._seek_back(work.partition, gap.stored)
+                continue
             self.metrics.events.inc(result.new)
             self.metrics.duplicates.inc(result.duplicates)
             self._observe_freshness(work.records)
@@ -131,17 +143,70 @@ class Processor:
         if commits:
             self.consumer.commit(offsets=commits, asynchronous=True)
 
+    def _archive(self, batch: Batch) -> None:
+        rows = [
+            archive_row(record, encoded)
+            for work in batch.partitions.values()
+            for record, encoded in zip(work.records, work.encoded, strict=True)
+        ]
+        if not rows:
+            return
+        try:
+            self._retry("postgres", lambda: self.archive.write(rows))
+        except psycopg.DataError:
+            # A value PostgreSQL refuses (say a NUL character) must not stop the pipeline:
+            # find the rows one by one; those refused go to the DLQ and are not counted.
+            for work in batch.partitions.values():
+                self._archive_one_by_one(work, batch)
+
+    def _archive_one_by_one(self, work: PartitionBatch, batch: Batch) -> None:
+        kept: list[tuple[EventRecord, bytes, int]] = []
+        for record, encoded, offset in zip(work.records, work.encoded, work.offsets, strict=True):
+            try:
+                self._retry("postgres", lambda r=record, e=encoded: self.archive.write(
+                    [archive_row(r, e)]
+                ))  # fmt: skip
+            except psycopg.DataError as error:
+                source = PoisonMessage(
+                    self.topic, work.partition, offset, record_key(record), encoded
+                )
+                batch.poison.append((source, f"archive refused it: {error}"))
+                continue
+            kept.append((record, encoded, offset))
+        work.records = [record for record, _, _ in kept]
+        work.encoded = [encoded for _, encoded, _ in kept]
+        work.offsets = [offset for _, _, offset in kept]
+
+    def _step(self, work: PartitionBatch) -> StepResult:
+        try:
+            return self.step.apply(
+                work.partition, work.records, work.first_offset, work.next_offset
+            )
+        except OffsetGap as gap:
+            low, _high = self.consumer.get_watermark_offsets(
+                TopicPartition(self.topic, work.partition), timeout=10
+            )
+            if gap.stored >= low:
+                raise
+            # The missing offsets are gone from Kafka too (retention): nothing to replay.
+            log.error("partition %d: offsets %d..%d expired before they were applied",
+                      work.partition, gap.stored, low)  # fmt: skip
+            return self.step.apply(work.partition, work.records, -1, work.next_offset)
+
+    def _seek_back(self, partition: int, stored: int) -> None:
+        log.error("partition %d: Redis lost writes back to offset %d; replaying from there",
+                  partition, stored)  # fmt: skip
+        self.consumer.seek(TopicPartition(self.topic, partition, stored))
+
     def _dead_letter(self, batch: Batch) -> None:
         for message, problem in batch.poison:
             headers: list[tuple[str, str | bytes | None]] = [
                 ("eventpipe-error", problem.encode()[:1000]),
-                ("eventpipe-topic", (message.topic() or "").encode()),
-                ("eventpipe-partition", str(message.partition()).encode()),
-                ("eventpipe-offset", str(message.offset()).encode()),
+                ("eventpipe-topic", message.topic.encode()),
+                ("eventpipe-partition", str(message.partition).encode()),
+                ("eventpipe-offset", str(message.offset).encode()),
             ]
-            self.dlq.produce(
-                self.settings.dlq_topic, message.value(), message.key(), headers=headers
-            )
+            self.dlq.produce(self.settings.dlq_topic, message.value, message.key, headers=headers)
         # The poison's offset may move only once the DLQ holds it.
         if self.dlq.flush(30) > 0:
             raise KafkaException("the DLQ did not acknowledge in time")

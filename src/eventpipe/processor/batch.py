@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import msgspec
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import Message
 
 from eventpipe.domain.events import EventRecord, decode_record
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoisonMessage:
+    """A message that cannot be counted, with where it came from, for the DLQ's headers."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
 
 
 @dataclass
@@ -15,13 +29,15 @@ class PartitionBatch:
     partition: int
     records: list[EventRecord] = field(default_factory=list)
     encoded: list[bytes] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    first_offset: int = -1
     next_offset: int = 0
 
 
 @dataclass
 class Batch:
     partitions: dict[int, PartitionBatch] = field(default_factory=dict)
-    poison: list[tuple[Message, str]] = field(default_factory=list)
+    poison: list[tuple[PoisonMessage, str]] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -33,21 +49,28 @@ def split(messages: list[Message]) -> Batch:
     for message in messages:
         error = message.error()
         if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
+            if error.fatal():
                 raise RuntimeError(f"consume failed: {error}")
+            # Not fatal (a poll interval exceeded during a long sink outage, a broker away):
+            # librdkafka rejoins by itself and the assignment seeks to Redis's offsets again.
+            log.warning("consumer: %s", error)
             continue
         partition = message.partition()
         assert partition is not None  # noqa: S101 - a message without error has one
         offset = message.offset()
         assert offset is not None  # noqa: S101
-        work = batch.partitions.setdefault(partition, PartitionBatch(partition))
+        work = batch.partitions.setdefault(
+            partition, PartitionBatch(partition, first_offset=offset)
+        )
         work.next_offset = offset + 1
         value = message.value() or b""
         try:
             record = decode_record(value)
         except (msgspec.DecodeError, msgspec.ValidationError) as problem:
-            batch.poison.append((message, str(problem)))
+            source = PoisonMessage(message.topic() or "", partition, offset, message.key(), value)
+            batch.poison.append((source, str(problem)))
             continue
         work.records.append(record)
         work.encoded.append(value)
+        work.offsets.append(offset)
     return batch

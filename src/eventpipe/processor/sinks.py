@@ -13,6 +13,14 @@ from eventpipe.processor.aggregate import offset_field, offsets_key, plan_step
 STEP_SCRIPT = files("eventpipe.processor").joinpath("step.lua").read_text()
 
 
+class OffsetGap(Exception):
+    """Redis holds an offset short of the batch: its last writes were lost; seek back there."""
+
+    def __init__(self, stored: int) -> None:
+        super().__init__(f"Redis's stored offset {stored} is short of the batch")
+        self.stored = stored
+
+
 @dataclass(frozen=True)
 class StepResult:
     new: int
@@ -27,10 +35,15 @@ class RedisStep:
         self._dedupe_ttl_s = dedupe_ttl_s
         self._script = client.register_script(STEP_SCRIPT)
 
-    def apply(self, partition: int, records: list[EventRecord], next_offset: int) -> StepResult:
+    def apply(
+        self, partition: int, records: list[EventRecord], first_offset: int, next_offset: int
+    ) -> StepResult:
+        """Apply one partition's batch; `first_offset` -1 accepts a gap (retention deleted it)."""
         step = plan_step(partition, records)
-        argv = step.argv(self._field, next_offset, self._dedupe_ttl_s)
+        argv = step.argv(self._field, first_offset, next_offset, self._dedupe_ttl_s)
         new, duplicates = self._script(keys=[offsets_key(partition)], args=argv)
+        if new == -1:
+            raise OffsetGap(int(duplicates))
         skipped = new == 0 and duplicates == 0 and bool(records)
         return StepResult(int(new), int(duplicates), skipped)
 

@@ -3,20 +3,28 @@
 -- counts in the same transaction. Here a duplicate adds nothing, and a replayed batch (offset not
 -- past the stored one) changes nothing at all.
 -- KEYS[1]: the partition's offsets hash. Every other key shares its hash tag {pN}.
--- ARGV: field, next_offset, dedupe_ttl, n_targets, n_targets x (op, key, member, ttl),
---       then per event: seen_key, k, k target indices.
+-- ARGV: field, first_offset, next_offset, dedupe_ttl, n_targets,
+--       n_targets x (op, key, member, ttl), then per event: seen_key, k, k target indices.
+-- Returns {new, duplicates}, or {-1, stored} when the stored offset is short of this batch's
+-- first one: Redis lost its last writes (a failover, an fsync window), so the caller seeks back.
+-- A first_offset of -1 skips that check.
 local offsets = KEYS[1]
 local field = ARGV[1]
-local next_offset = tonumber(ARGV[2])
-local stored = tonumber(redis.call('HGET', offsets, field) or '-1')
+local first_offset = tonumber(ARGV[2])
+local next_offset = tonumber(ARGV[3])
+local stored_raw = redis.call('HGET', offsets, field)
+local stored = tonumber(stored_raw or '-1')
 if stored >= next_offset then
   return {0, 0}
 end
-local dedupe_ttl = tonumber(ARGV[3])
-local n_targets = tonumber(ARGV[4])
+if stored_raw and first_offset >= 0 and stored < first_offset then
+  return {-1, stored}
+end
+local dedupe_ttl = tonumber(ARGV[4])
+local n_targets = tonumber(ARGV[5])
 local counts = {}
 for t = 1, n_targets do counts[t] = 0 end
-local i = 5 + 4 * n_targets
+local i = 6 + 4 * n_targets
 local new, dup = 0, 0
 while i <= #ARGV do
   local k = tonumber(ARGV[i + 1])
@@ -36,7 +44,7 @@ local expire = {}
 for t = 1, n_targets do
   local c = counts[t]
   if c > 0 then
-    local base = 5 + 4 * (t - 1)
+    local base = 6 + 4 * (t - 1)
     local op, key, member, ttl = ARGV[base], ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3])
     if op == 'h' then
       redis.call('HINCRBY', key, member, c)
