@@ -176,9 +176,9 @@ def corrected_time(
 
 def merge_raw(outer: msgspec.Raw, inner: msgspec.Raw, index: int) -> msgspec.Raw:
     """The envelope's object under the event's own (the event's keys win)."""
-    if outer == NULL or len(outer) == 0:
+    if outer is NULL or outer == NULL or len(outer) == 0:
         return inner
-    if inner == NULL or len(inner) == 0:
+    if inner is NULL or inner == NULL or len(inner) == 0:
         return outer
     try:
         base, top = orjson.loads(bytes(outer)), orjson.loads(bytes(inner))
@@ -190,6 +190,8 @@ def merge_raw(outer: msgspec.Raw, inner: msgspec.Raw, index: int) -> msgspec.Raw
 
 
 def _object_or_null(raw: msgspec.Raw, field: str, index: int) -> msgspec.Raw:
+    if raw is NULL:  # absent: msgspec hands back the default itself
+        return raw
     # msgspec hands back the exact JSON span, so its first byte tells the JSON type.
     first = memoryview(raw)[:1].tobytes()
     if first and first not in (b"{", b"n"):
@@ -221,13 +223,33 @@ def _check_type_rules(event: IncomingEvent, kind: str | None, index: int) -> str
     return kind
 
 
+class _Clock:
+    """A request's arrival time, and its parsed times memoised: the batch's `sentAt` is one
+    string for every item, and formatting a time costs more than the rest of an event."""
+
+    def __init__(self, received_at: datetime) -> None:
+        self.received_at = received_at
+        self.received_iso = iso(received_at)
+        self._seen: dict[str, tuple[datetime, str] | None] = {}
+
+    def parse(self, value: str | None, field: str, index: int) -> tuple[datetime, str] | None:
+        if value is None:
+            return None
+        found = self._seen.get(value)
+        if found is None:
+            moment = parse_time(value, field, index)
+            assert moment is not None  # noqa: S101 - value is not None
+            found = self._seen[value] = (moment, iso(moment))
+        return found
+
+
 def build_record(
     raw: msgspec.Raw,
     index: int,
     envelope: Envelope,
     *,
     project_id: str,
-    received_at: datetime,
+    clock: _Clock,
 ) -> EventRecord:
     """Validate one event and turn it into the record the processor reads."""
     event = _decode_event(raw, index)
@@ -237,22 +259,28 @@ def build_record(
     if user_id is None and anonymous_id is None:
         raise bad_event(index, "`userId` or `anonymousId` is required")
     message_id = _identifier(event.message_id, "messageId", index, MAX_MESSAGE_ID)
-    original = parse_time(event.original_timestamp or event.timestamp, "timestamp", index)
-    sent_at = parse_time(event.sent_at or envelope.sent_at, "sentAt", index)
-    try:
-        timestamp = corrected_time(received_at, sent_at, original)
-    except OverflowError as error:
-        raise bad_event(index, "timestamp and sentAt are too far apart") from error
+    original = clock.parse(event.original_timestamp or event.timestamp, "timestamp", index)
+    sent_at = clock.parse(event.sent_at or envelope.sent_at, "sentAt", index)
+    if original is None:
+        timestamp_iso = clock.received_iso
+    elif sent_at is None:
+        timestamp_iso = original[1]
+    else:
+        try:
+            timestamp_iso = iso(corrected_time(clock.received_at, sent_at[0], original[0]))
+        except OverflowError as error:
+            raise bad_event(index, "timestamp and sentAt are too far apart") from error
     return EventRecord(
         project_id=project_id,
         # Without a client messageId a retry cannot be recognised; Segment does the same.
         message_id=message_id or f"ep-{uuid.uuid4()}",
         type=kind,
-        received_at=iso(received_at),
-        timestamp=iso(timestamp),
-        day=(original or received_at).date().isoformat(),
-        original_timestamp=iso(original) if original else None,
-        sent_at=iso(sent_at) if sent_at else None,
+        received_at=clock.received_iso,
+        timestamp=timestamp_iso,
+        # "YYYY-MM-DD" of the client's own time (UTC), else of the arrival.
+        day=(original[1] if original else clock.received_iso)[:10],
+        original_timestamp=original[1] if original else None,
+        sent_at=sent_at[1] if sent_at else None,
         user_id=user_id,
         anonymous_id=anonymous_id,
         event=event.event if kind == "track" else None,
@@ -280,7 +308,8 @@ def build_records(
 ) -> list[EventRecord]:
     """Every event of the request, or the first problem (nothing is produced then)."""
     check_batch_size(envelope)
+    clock = _Clock(received_at)
     return [
-        build_record(raw, index, envelope, project_id=project_id, received_at=received_at)
+        build_record(raw, index, envelope, project_id=project_id, clock=clock)
         for index, raw in enumerate(envelope.items)
     ]
