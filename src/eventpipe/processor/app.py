@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -104,35 +105,50 @@ class Processor:
             on_lost=self._on_revoke,
         )  # fmt: skip
         log.info("processor in group %s on %s", self.settings.processor_group, self.topic)
+        # The archive write of one batch runs while the Redis step of the one before it does:
+        # PostgreSQL and Redis work at the same time, and each batch's step still follows its own
+        # archive write, so a crash between the two still replays safely.
+        writer = ThreadPoolExecutor(1, thread_name_prefix="archive")
+        pending: tuple[Batch, Future[None]] | None = None
         try:
             while not self.stop.is_set:
                 self._maintain()
                 messages = self.consumer.consume(
                     self.settings.processor_batch_size, self.settings.processor_batch_wait_s
                 )
-                if messages:
-                    self._apply(split(messages))
+                batch = split(messages) if messages else None
+                written = writer.submit(self._archive, batch) if batch else None
+                if pending is not None:
+                    self._apply(*pending)
+                pending = (batch, written) if batch and written else None
+            if pending is not None:
+                self._apply(*pending)
         except _Stopping:
             log.info("stopping with a batch not applied: it replays on the next start")
         finally:
+            writer.shutdown(wait=True, cancel_futures=True)
             self.consumer.close()
             self.dlq.flush(10)
             self.archive.close()
             self.redis.close()
             log.info("processor left group %s", self.settings.processor_group)
 
-    def _apply(self, batch: Batch) -> None:
-        self._archive(batch)
+    def _apply(self, batch: Batch, written: Future[None]) -> None:
+        written.result()  # raises what the archive raised, _Stopping included
         if batch.poison:
             self._retry("kafka", lambda: self._dead_letter(batch))
+        # Revoked while a sink was down: the new owner replays from Redis's offset.
+        works = [w for w in batch.partitions.values() if w.partition in self.assigned]
+        answers = self._retry(
+            "redis",
+            lambda: self.step.apply_many(
+                [(w.partition, w.records, w.first_offset, w.next_offset) for w in works]
+            ),
+        )
         commits = []
-        for work in batch.partitions.values():
-            if work.partition not in self.assigned:
-                continue  # revoked while a sink was down: its new owner replays it
-            try:
-                result = self._retry("redis", lambda w=work: self._step(w))
-            except OffsetGap as gap:
-                self._seek_back(work.partition, gap.stored)
+        for work, answer in zip(works, answers, strict=True):
+            result = self._retry("redis", lambda w=work, a=answer: self._settle_gap(w, a))
+            if result is None:
                 continue
             self.metrics.events.inc(result.new)
             self.metrics.duplicates.inc(result.duplicates)
@@ -145,9 +161,7 @@ class Processor:
 
     def _archive(self, batch: Batch) -> None:
         rows = [
-            archive_row(record, encoded)
-            for work in batch.partitions.values()
-            for record, encoded in zip(work.records, work.encoded, strict=True)
+            archive_row(record) for work in batch.partitions.values() for record in work.records
         ]
         if not rows:
             return
@@ -163,9 +177,7 @@ class Processor:
         kept: list[tuple[EventRecord, bytes, int]] = []
         for record, encoded, offset in zip(work.records, work.encoded, work.offsets, strict=True):
             try:
-                self._retry("postgres", lambda r=record, e=encoded: self.archive.write(
-                    [archive_row(r, e)]
-                ))  # fmt: skip
+                self._retry("postgres", lambda r=record: self.archive.write([archive_row(r)]))
             except psycopg.DataError as error:
                 source = PoisonMessage(
                     self.topic, work.partition, offset, record_key(record), encoded
@@ -177,26 +189,24 @@ class Processor:
         work.encoded = [encoded for _, encoded, _ in kept]
         work.offsets = [offset for _, _, offset in kept]
 
-    def _step(self, work: PartitionBatch) -> StepResult:
-        try:
-            return self.step.apply(
-                work.partition, work.records, work.first_offset, work.next_offset
-            )
-        except OffsetGap as gap:
-            low, _high = self.consumer.get_watermark_offsets(
-                TopicPartition(self.topic, work.partition), timeout=10
-            )
-            if gap.stored >= low:
-                raise
+    def _settle_gap(
+        self, work: PartitionBatch, answer: StepResult | OffsetGap
+    ) -> StepResult | None:
+        """The step's result; after a gap, None once the partition is sought back to replay."""
+        if isinstance(answer, StepResult):
+            return answer
+        low, _high = self.consumer.get_watermark_offsets(
+            TopicPartition(self.topic, work.partition), timeout=10
+        )
+        if answer.stored < low:
             # The missing offsets are gone from Kafka too (retention): nothing to replay.
             log.error("partition %d: offsets %d..%d expired before they were applied",
-                      work.partition, gap.stored, low)  # fmt: skip
+                      work.partition, answer.stored, low)  # fmt: skip
             return self.step.apply(work.partition, work.records, -1, work.next_offset)
-
-    def _seek_back(self, partition: int, stored: int) -> None:
         log.error("partition %d: Redis lost writes back to offset %d; replaying from there",
-                  partition, stored)  # fmt: skip
-        self.consumer.seek(TopicPartition(self.topic, partition, stored))
+                  work.partition, answer.stored)  # fmt: skip
+        self.consumer.seek(TopicPartition(self.topic, work.partition, answer.stored))
+        return None
 
     def _dead_letter(self, batch: Batch) -> None:
         for message, problem in batch.poison:

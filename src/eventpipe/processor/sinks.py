@@ -47,6 +47,29 @@ class RedisStep:
         skipped = new == 0 and duplicates == 0 and bool(records)
         return StepResult(int(new), int(duplicates), skipped)
 
+    def apply_many(
+        self, works: list[tuple[int, list[EventRecord], int, int]]
+    ) -> list[StepResult | OffsetGap]:
+        """`apply` for several partitions in one round trip; each step stays atomic on its own.
+
+        `works` holds (partition, records, first_offset, next_offset) tuples.
+        """
+        with self._redis.pipeline(transaction=False) as pipe:
+            for partition, records, first_offset, next_offset in works:
+                argv = plan_step(partition, records).argv(
+                    self._field, first_offset, next_offset, self._dedupe_ttl_s
+                )
+                self._script(keys=[offsets_key(partition)], args=argv, client=pipe)
+            answers = pipe.execute()
+        results: list[StepResult | OffsetGap] = []
+        for (new, duplicates), work in zip(answers, works, strict=True):
+            if new == -1:
+                results.append(OffsetGap(int(duplicates)))
+            else:
+                skipped = new == 0 and duplicates == 0 and bool(work[1])
+                results.append(StepResult(int(new), int(duplicates), skipped))
+        return results
+
     def stored_offset(self, partition: int) -> int | None:
         value = self._redis.hget(offsets_key(partition), self._field)
         return int(value) if isinstance(value, bytes | str) else None

@@ -29,11 +29,18 @@ def upgrade() -> None:
             user_id text,
             anonymous_id text,
             "timestamp" timestamptz NOT NULL,
+            original_timestamp timestamptz,
+            sent_at timestamptz,
             received_at timestamptz NOT NULL,
+            name text,
+            category text,
+            group_id text,
+            previous_id text,
             properties jsonb,
             traits jsonb,
             context jsonb,
-            record jsonb NOT NULL,
+            integrations jsonb,
+            version smallint NOT NULL,
             CONSTRAINT pk_events PRIMARY KEY (project_id, message_id, day)
         ) PARTITION BY RANGE (day)
         """
