@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,17 +38,6 @@ PARTITIONS = 3
 # The broker's smallest allowed session (group.min.session.timeout.ms): a SIGKILLed processor's
 # partitions wait that long for its session to expire before the restarted one gets them.
 SESSION_TIMEOUT_MS = 6_000
-
-
-def wait_for(
-    check: Callable[[], bool], *, timeout: float, what: str, detail: Callable[[], str] = str
-) -> None:
-    """Poll `check` until it holds; fail with `detail()` (the last state seen) after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}: {detail()}")
-        time.sleep(0.05)
 
 
 # --- The workload ---------------------------------------------------------------------------

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
-import time
-from collections.abc import Callable
 
 import psycopg
 import redis
@@ -22,14 +19,7 @@ from eventpipe.local.stack import StackUrls
 from eventpipe.migrations.runner import downgrade, upgrade
 from eventpipe.processor.app import run_processor
 from eventpipe.worker.app import QUEUE_NAME, build_worker
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from tests.integration.support import free_port, wait_for
 
 
 def test_produce_and_consume_with_project_settings(
@@ -114,16 +104,10 @@ def test_readyz_reports_every_dependency_ok(settings: Settings) -> None:
     }
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_readyz_is_503_while_a_dependency_is_down(settings: Settings) -> None:
     broken = settings.model_copy(
         update={
-            "kafka_bootstrap": f"127.0.0.1:{_closed_port()}",
+            "kafka_bootstrap": f"127.0.0.1:{free_port()}",
             "probe_timeout_s": 1.0,
         }
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from eventpipe.core.config import Settings
 from eventpipe.core.kafka import ensure_topics
 from eventpipe.local.kafka import start_kafka
 from eventpipe.local.process import ManagedProcess, free_port
+from tests.integration.support import wait_for
 from tests.integration.test_ingest import (
     api_settings,
     create_project,
@@ -103,13 +104,6 @@ class Sender:
     def answered(self, since: float, until: float = float("inf")) -> list[Attempt]:
         """Requests sent and answered between these two moments."""
         return [a for a in list(self.attempts) if since <= a.started and a.finished <= until]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not {what} within {timeout:.0f} s"
-        time.sleep(0.05)
 
 
 def streak_of_successes(attempts: list[Attempt]) -> int:

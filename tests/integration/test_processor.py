@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import msgspec
@@ -26,16 +25,9 @@ from eventpipe.migrations.runner import upgrade
 from eventpipe.processor.aggregate import offset_field, offsets_key
 from eventpipe.processor.app import run_processor
 from eventpipe.processor.sinks import OffsetGap, RedisStep, StepResult
+from tests.integration.support import free_port, wait_for
 
 PARTITIONS = 3
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def make_record(project: str, message_id: str, user: str, name: str) -> EventRecord:
@@ -113,7 +105,7 @@ def test_duplicates_are_counted_once_and_archived_once(processor_settings: Setti
     retried = records[100:250]  # a client resending part of its batches
     produce(processor_settings, records + retried)
     expected = {"Click": 400, "Buy": 200, "$all": 600}
-    wait_for(lambda: totals(processor_settings, project) == expected, what="exact totals")
+    wait_for(lambda: totals(processor_settings, project) == expected, 60, "exact totals")
     assert archived(processor_settings, project) == 600
 
     async def uniques() -> int:
@@ -155,14 +147,8 @@ def test_poison_goes_to_the_dlq_and_the_partition_keeps_flowing(
     assert isinstance(error, bytes) and b"JSON" in error
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_metrics_are_served_in_prometheus_format(processor_settings: Settings) -> None:
-    port = _free_port()
+    port = free_port()
     with_metrics = processor_settings.model_copy(update={"processor_metrics_port": port})
     stop = StopFlag()
     thread = threading.Thread(target=run_processor, args=(with_metrics, stop))

@@ -42,8 +42,8 @@ from tests.integration.processor_support import (
     read_top,
     read_totals,
     stored_offsets,
-    wait_for,
 )
+from tests.integration.support import wait_for
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")

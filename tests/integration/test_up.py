@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,13 +15,9 @@ from typing import IO
 import httpx
 import pytest
 
+from tests.integration.support import free_port
+
 UP_TIMEOUT_S = 180.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _descendants(pid: int) -> set[int]:
@@ -82,7 +77,7 @@ class Running:
 def up_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTPIPE_")}
     env["EVENTPIPE_STATE_DIR"] = str(tmp_path / "state")
-    env["EVENTPIPE_HTTP_PORT"] = str(_free_port())
+    env["EVENTPIPE_HTTP_PORT"] = str(free_port())
     env["EVENTPIPE_PARTITIONS"] = "3"
     return env
 
@@ -117,7 +112,7 @@ def test_up_serves_refuses_a_second_and_stops_cleanly(
         "postgres": "ok",
     }
 
-    second_env = {**up_env, "EVENTPIPE_HTTP_PORT": str(_free_port())}
+    second_env = {**up_env, "EVENTPIPE_HTTP_PORT": str(free_port())}
     second = subprocess.run(
         [sys.executable, "-m", "eventpipe", "up"],
         env=second_env,
