@@ -239,7 +239,9 @@ class _Clock:
         if found is None:
             moment = parse_time(value, field, index)
             assert moment is not None  # noqa: S101 - value is not None
-            found = self._seen[value] = (moment, iso(moment))
+            # "2026-11-25T14:03:59.123Z", as the SDKs send it, is already the stored form.
+            canonical = len(value) == 24 and value[10] == "T" and value[19:20] + value[23:] == ".Z"
+            found = self._seen[value] = (moment, value if canonical else iso(moment))
         return found
 
 
