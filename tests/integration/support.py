@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+import httpx
 
 
 def wait_for(
@@ -26,3 +30,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def wait_until_healthy(
+    process: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float = 60.0
+) -> None:
+    """Wait for an api process's /healthz; fail with its log if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    while not healthy(url):
+        if process.poll() is not None:
+            raise AssertionError(f"api exited {process.returncode}:\n{log_path.read_text()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"api not healthy in time:\n{log_path.read_text()}")
+        time.sleep(0.1)

@@ -40,9 +40,9 @@ from eventpipe.local.process import free_port
 from eventpipe.local.redis import start_redis
 from eventpipe.local.stack import StackUrls
 from eventpipe.migrations.runner import upgrade
+from tests.integration.support import wait_until_healthy
 
 PASSWORD = "correct horse battery staple"
-API_START_TIMEOUT_S = 60.0
 
 Json = dict[str, Any]
 
@@ -192,23 +192,6 @@ def eventpipe_env(settings: Settings, state_dir: Path) -> dict[str, str]:
     return env
 
 
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def _wait_until_healthy(process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + API_START_TIMEOUT_S
-    while not _healthy(url):
-        if process.poll() is not None:
-            raise AssertionError(f"second api exited {process.returncode}:\n{log_path.read_text()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"second api not healthy in time:\n{log_path.read_text()}")
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def second_api(auth_settings: Settings, tmp_path: Path) -> Iterator[str]:
     """`eventpipe api` as a real process on the same Redis, database and keys; its base URL."""
@@ -222,7 +205,7 @@ def second_api(auth_settings: Settings, tmp_path: Path) -> Iterator[str]:
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait_until_healthy(process, url, log_path)
+            wait_until_healthy(process, url, log_path)
             yield url
         finally:
             process.terminate()

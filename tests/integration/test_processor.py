@@ -39,6 +39,21 @@ def make_record(project: str, message_id: str, user: str, name: str) -> EventRec
     )  # fmt: skip
 
 
+def first_dead_letter(settings: Settings) -> list[Message]:
+    """Wait for the DLQ to hold a message; the messages read."""
+    consumer = Consumer(consumer_config(settings.kafka_bootstrap or "", f"dlq-{uuid.uuid4().hex}"))
+    consumer.subscribe([settings.dlq_topic])
+    found: list[Message] = []
+
+    def dead_lettered() -> bool:
+        found.extend(consumer.consume(10, 0.5))
+        return bool(found)
+
+    wait_for(dead_lettered, what="DLQ message")
+    consumer.close()
+    return found
+
+
 @pytest.fixture
 def processor_settings(settings: Settings, topic: str) -> Settings:
     assert settings.database_url is not None
@@ -128,18 +143,7 @@ def test_poison_goes_to_the_dlq_and_the_partition_keeps_flowing(
     produce(processor_settings, [make_record(project, "before", "u", "A")], (b"{not json",))
     produce(processor_settings, [make_record(project, "after", "u", "A")])
     wait_for(lambda: totals(processor_settings, project).get("A") == 2, what="both good events")
-    consumer = Consumer(
-        consumer_config(processor_settings.kafka_bootstrap or "", f"dlq-{uuid.uuid4().hex}")
-    )
-    consumer.subscribe([processor_settings.dlq_topic])
-    found: list[Message] = []
-
-    def dead_lettered() -> bool:
-        found.extend(consumer.consume(10, 0.5))
-        return bool(found)
-
-    wait_for(dead_lettered, what="DLQ message")
-    consumer.close()
+    found = first_dead_letter(processor_settings)
     assert found[0].value() == b"{not json"
     headers = dict(found[0].headers() or [])
     assert headers["eventpipe-topic"] == processor_settings.events_topic.encode()
@@ -204,18 +208,7 @@ def test_a_row_the_archive_refuses_goes_to_the_dlq_and_the_rest_flows(
     produce(processor_settings, [good[0], bad, *good[1:]])
     wait_for(lambda: totals(processor_settings, project).get("A") == 5, what="the good events")
     assert archived(processor_settings, project) == 5
-    consumer = Consumer(
-        consumer_config(processor_settings.kafka_bootstrap or "", f"dlq-{uuid.uuid4().hex}")
-    )
-    consumer.subscribe([processor_settings.dlq_topic])
-    found: list[Message] = []
-
-    def dead_lettered() -> bool:
-        found.extend(consumer.consume(10, 0.5))
-        return bool(found)
-
-    wait_for(dead_lettered, what="DLQ message")
-    consumer.close()
+    found = first_dead_letter(processor_settings)
     assert decode_record(found[0].value() or b"").message_id == "bad"
     headers = dict(found[0].headers() or [])
     error = headers["eventpipe-error"]

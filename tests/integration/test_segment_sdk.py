@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from segment.analytics.version import VERSION  # type: ignore[import-untyped]
 
 from eventpipe.core.config import Settings
 from eventpipe.local.process import free_port
+from tests.integration.support import wait_until_healthy
 from tests.integration.test_ingest import (
     api_settings,
     by_message_id,
@@ -34,7 +34,6 @@ from tests.integration.test_ingest import (
 
 pytestmark = pytest.mark.integration
 
-API_START_TIMEOUT_S = 60.0
 
 Json = dict[str, Any]
 
@@ -56,23 +55,6 @@ def api_env(settings: Settings, port: int, state_dir: Path) -> dict[str, str]:
         }
     )
     return env
-
-
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def wait_until_healthy(process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + API_START_TIMEOUT_S
-    while not healthy(url):
-        if process.poll() is not None:
-            raise AssertionError(f"api exited {process.returncode}:\n{log_path.read_text()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"api not healthy in time:\n{log_path.read_text()}")
-        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ async def projects_of(session: AsyncSession, *, user_id: uuid.UUID) -> list[tupl
         .where(Membership.user_id == user_id)
         .order_by(Project.created_at, Project.id)
     )
-    return [(project, role) for project, role in rows.tuples()]
+    return [(project, role) for project, role in rows]
 
 
 async def role_in(
@@ -53,7 +53,7 @@ async def members_of(session: AsyncSession, *, project_id: uuid.UUID) -> list[tu
         .where(Membership.project_id == project_id)
         .order_by(User.email)
     )
-    return [(user, role) for user, role in rows.tuples()]
+    return [(user, role) for user, role in rows]
 
 
 async def _owners(session: AsyncSession, project_id: uuid.UUID) -> int:
