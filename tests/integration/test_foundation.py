@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import psycopg
 import redis
@@ -167,3 +171,40 @@ def test_worker_takes_a_job_from_the_queue(settings: Settings) -> None:
         return result
 
     assert asyncio.run(scenario()) == "pong"
+
+
+def _doctor(env_overrides: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTPIPE_")}
+    env.update(env_overrides)
+    return subprocess.run(
+        [sys.executable, "-m", "eventpipe", "doctor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_doctor_passes_on_working_servers_and_names_a_broken_one(
+    stack_urls: StackUrls, tmp_path: Path
+) -> None:
+    good = {
+        "EVENTPIPE_KAFKA_BOOTSTRAP": stack_urls.kafka_bootstrap,
+        "EVENTPIPE_REDIS_URL": stack_urls.redis_url,
+        "EVENTPIPE_DATABASE_URL": stack_urls.database_url,
+        "EVENTPIPE_STATE_DIR": str(tmp_path),
+        "EVENTPIPE_HTTP_PORT": str(free_port()),
+    }
+    result = _doctor(good)
+    assert result.returncode == 0, result.stdout
+    assert {line.split(":")[0] for line in result.stdout.splitlines()} >= {
+        "ok   kafka",
+        "ok   redis",
+        "ok   postgres",
+    }
+    broken = _doctor({**good, "EVENTPIPE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    assert broken.returncode == 1
+    assert "FAIL redis" in broken.stdout
+    assert "fix: check EVENTPIPE_REDIS_URL" in broken.stdout
+    assert "Traceback" not in broken.stdout + broken.stderr

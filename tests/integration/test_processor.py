@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import date
 
 import httpx
 import msgspec
@@ -24,6 +25,7 @@ from eventpipe.domain.events import EventRecord, decode_record, encode_record, r
 from eventpipe.migrations.runner import upgrade
 from eventpipe.processor.aggregate import offset_field, offsets_key
 from eventpipe.processor.app import run_processor
+from eventpipe.processor.archive import ensure_partitions
 from eventpipe.processor.sinks import OffsetGap, RedisStep, StepResult
 from tests.integration.support import free_port, wait_for
 
@@ -213,3 +215,27 @@ def test_a_row_the_archive_refuses_goes_to_the_dlq_and_the_rest_flows(
     headers = dict(found[0].headers() or [])
     error = headers["eventpipe-error"]
     assert isinstance(error, bytes) and error.startswith(b"archive refused it")
+
+
+def test_processors_starting_together_create_partitions_once(database_url: str) -> None:
+    upgrade(database_url)
+    errors: list[str] = []
+
+    def maintain() -> None:
+        try:
+            ensure_partitions(database_url, today=date(2030, 1, 1), ahead=7, retention_days=90)
+        except psycopg.Error as error:
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=maintain) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+            "WHERE p.relname = 'events'"
+        ).fetchone()
+    assert rows is not None and rows[0] == 1 + 9  # the default partition, and 9 days

@@ -28,6 +28,10 @@ COLUMNS = (
 _COLUMN_LIST = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
 
 
+# An arbitrary, fixed advisory-lock key of the archive's partition maintenance.
+_PARTITIONS_LOCK = 0x6576656E7473  # "events"
+
+
 def partition_name(day: date) -> str:
     return f"events_{day:%Y%m%d}"
 
@@ -97,6 +101,9 @@ class Archive:
 def ensure_partitions(database_url: str, *, today: date, ahead: int, retention_days: int) -> None:
     """Create daily partitions from yesterday to `ahead` days on; drop those past retention."""
     with psycopg.connect(database_url, autocommit=False) as conn:
+        # Every processor does this at start: one at a time, or two would race to create the
+        # same partition (DuplicateTable) or deadlock attaching it.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITIONS_LOCK,))
         for offset in range(-1, ahead + 1):
             _ensure_partition(conn, today + timedelta(days=offset))
         _drop_old(conn, today - timedelta(days=retention_days))
