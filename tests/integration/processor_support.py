@@ -26,7 +26,7 @@ import httpx
 import msgspec
 import psycopg
 import redis
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from redis.asyncio import Redis as AsyncRedis
 
 from eventpipe.core.kafka import admin_client, consumer_config, producer_config
@@ -242,7 +242,13 @@ def group_assignment(pipeline: Pipeline) -> list[list[int]]:
     # Hold the client until the answer is in: a collected AdminClient never resolves its futures.
     admin = admin_client(pipeline.kafka_bootstrap)
     futures = admin.describe_consumer_groups([pipeline.group], request_timeout=10)
-    description = futures[pipeline.group].result(timeout=15)
+    try:
+        description = futures[pipeline.group].result(timeout=15)
+    except KafkaException as error:
+        # A fresh broker answers this while it loads its group state: no members known yet.
+        if error.args[0].code() == KafkaError.COORDINATOR_LOAD_IN_PROGRESS:
+            return []
+        raise
     return sorted(
         sorted(tp.partition for tp in member.assignment.topic_partitions)
         for member in description.members
