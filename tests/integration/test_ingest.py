@@ -758,7 +758,7 @@ def gzip_bomb(inflated_mib: int) -> bytes:
     return b"".join(parts)
 
 
-def test_gzip_bomb_is_refused_fast_without_inflating_it(
+def test_gzip_bomb_is_refused_without_inflating_it(
     client: TestClient,
     write_key: str,
     sentinel: Callable[[], str],
@@ -769,17 +769,14 @@ def test_gzip_bomb_is_refused_fast_without_inflating_it(
 
     tracemalloc.start()  # traces the api's thread as well: TestClient runs it in-process
     try:
-        started = time.monotonic()
         response = post_event(client, "/v1/batch", bomb, write_key, GZIP)
-        elapsed = time.monotonic() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
 
     assert_error(response, 400, "request_too_large")
-    # Inflating all 200 MiB takes over 0.5 s here and allocates at least 200 MiB; the memory
-    # bound is the decisive one on a faster machine.
-    assert elapsed < 0.5
+    # Inflating all of it would allocate at least 200 MiB (a bound on memory, not on time: speed
+    # belongs in benchmarks, never in a timed test).
     assert peak < 32 * 1024 * 1024, f"peak Python memory {peak / 2**20:.0f} MiB"
     last = sentinel()
     assert [d.record.message_id for d in topic_records()] == [last]
