@@ -144,11 +144,7 @@ class _Launcher:
         if dump_to is not None:
             process.on_exit = functools.partial(_promote_archive, dump_to, self.archive)
         write_lock_pid(lock_fd, process.pid)
-        try:
-            _wait_ready(process, port)
-        except BaseException:
-            process.stop()
-            raise
+        _wait_ready(process, port)
         return f"{_HOST}:{port}", process
 
     def _jvm(self, use_archive: bool, dump_to: Path | None = None) -> list[str]:

@@ -226,16 +226,12 @@ def _start_once(
         user=user,
     )
     write_lock_pid(lock_fd, process.pid)
-    try:
-        wait_until(
-            lambda: _accepts(port),
-            timeout=READY_TIMEOUT_S,
-            process=process,
-            what=f"accepting connections on port {port}",
-        )
-    except BaseException:
-        process.stop()
-        raise
+    wait_until(
+        lambda: _accepts(port),
+        timeout=READY_TIMEOUT_S,
+        process=process,
+        what=f"accepting connections on port {port}",
+    )
     logger.info("PostgreSQL ready on %s:%d", _HOST, port)
     return port, process
 

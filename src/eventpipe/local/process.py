@@ -252,17 +252,25 @@ def wait_until(
     what: str,
     interval: float = 0.05,
 ) -> None:
-    """Poll `check` until it holds; raise ServerFailed if the process dies or `timeout` passes."""
+    """Poll `check` until it holds; raise ServerFailed if the process dies or `timeout` passes.
+
+    A server that never became ready (or whose wait was interrupted) is stopped: nobody else
+    holds it, so it would be left behind.
+    """
     deadline = time.monotonic() + timeout
-    while True:
-        if not process.alive():
-            status = process.popen.returncode
-            raise process.failure(f"exited with status {status} while waiting until {what}")
-        if check():
-            return
-        if time.monotonic() > deadline:
-            raise process.failure(f"not {what} after {timeout:.0f} s")
-        time.sleep(interval)
+    try:
+        while True:
+            if not process.alive():
+                status = process.popen.returncode
+                raise process.failure(f"exited with status {status} while waiting until {what}")
+            if check():
+                return
+            if time.monotonic() > deadline:
+                raise process.failure(f"not {what} after {timeout:.0f} s")
+            time.sleep(interval)
+    except BaseException:
+        process.stop()
+        raise
 
 
 def retry_port_clash(start: Callable[[], T], *, attempts: int = 3) -> T:

@@ -67,16 +67,12 @@ def _start_once(server: str, data_dir: Path, lock_fd: int, port: int) -> tuple[s
     args += ["--daemonize", "no", "--logfile", str(log_path)]
     process = spawn("redis", args, log_path=log_path, lock_fd=os.dup(lock_fd), cwd=data_dir)
     write_lock_pid(lock_fd, process.pid)
-    try:
-        wait_until(
-            lambda: _answers_pong(port),
-            timeout=READY_TIMEOUT_S,
-            process=process,
-            what=f"answering PONG on port {port}",
-        )
-    except BaseException:
-        process.stop()
-        raise
+    wait_until(
+        lambda: _answers_pong(port),
+        timeout=READY_TIMEOUT_S,
+        process=process,
+        what=f"answering PONG on port {port}",
+    )
     logger.info("Redis ready on %s:%d", _HOST, port)
     return f"redis://{_HOST}:{port}/0", process
 
