@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -30,6 +32,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_api(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """`python -m eventpipe api` as a real process (port from EVENTPIPE_HTTP_PORT); its URL."""
+    url = f"http://127.0.0.1:{env['EVENTPIPE_HTTP_PORT']}"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "eventpipe", "api"], env=env, stdout=log, stderr=log
+        )
+    try:
+        wait_until_healthy(process, url, log_path)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def healthy(url: str) -> bool:

@@ -40,7 +40,7 @@ from eventpipe.local.process import free_port
 from eventpipe.local.redis import start_redis
 from eventpipe.local.stack import StackUrls
 from eventpipe.migrations.runner import upgrade
-from tests.integration.support import wait_until_healthy
+from tests.integration.support import running_api
 
 PASSWORD = "correct horse battery staple"
 
@@ -199,21 +199,8 @@ def second_api(auth_settings: Settings, tmp_path: Path) -> Iterator[str]:
     log_path = tmp_path / "second-api.log"
     env = eventpipe_env(auth_settings, tmp_path / "second-api-state")
     env["EVENTPIPE_HTTP_PORT"] = str(port)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "eventpipe", "api"], env=env, stdout=log, stderr=log
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            wait_until_healthy(process, url, log_path)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running_api(env, log_path) as url:
+        yield url
 
 
 def test_logout_is_seen_at_once_by_another_api_process(

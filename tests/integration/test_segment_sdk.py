@@ -7,8 +7,6 @@ and `sentAt` on the envelope; with `gzip=True` it compresses the body.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +19,7 @@ from segment.analytics.version import VERSION  # type: ignore[import-untyped]
 
 from eventpipe.core.config import Settings
 from eventpipe.local.process import free_port
-from tests.integration.support import wait_until_healthy
+from tests.integration.support import running_api
 from tests.integration.test_ingest import (
     api_settings,
     by_message_id,
@@ -68,21 +66,8 @@ def api_url(app_settings: Settings, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log_path = tmp_path / "api.log"
     env = api_env(app_settings, port, tmp_path / "api-state")
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "eventpipe", "api"], env=env, stdout=log, stderr=log
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(process, url, log_path)
+    with running_api(env, log_path) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
