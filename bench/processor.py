@@ -387,7 +387,7 @@ def measure_script(client: redis.Redis, batches: list[Batch], settings: Settings
                                                 settings.dedupe_window_s))
         for b in batches for w in b.partitions.values()
     ]  # fmt: skip
-    script(keys=[offsets_key(0)], args=[field_name, -1, 0, 60, 0])  # loads it
+    script(keys=[offsets_key(0)], args=[field_name, -1, 0, 60, 60, 0, 0, 0])  # loads it
     meter.start()
     started = time.perf_counter()
     for key, _, argv in calls:

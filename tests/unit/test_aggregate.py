@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+from eventpipe.domain.aggregates import ALL
 from eventpipe.domain.events import EventRecord
-from eventpipe.processor.aggregate import OP_COUNT, OP_UNIQUE, event_name, plan_step
+from eventpipe.processor.aggregate import (
+    OP_COUNT,
+    dedupe_mark,
+    event_name,
+    plan_step,
+)
 
 
 def _record(message_id: str, user: str, name: str = "Click", kind: str = "track") -> EventRecord:
@@ -23,25 +29,43 @@ def test_event_names() -> None:
 
 
 def test_plan_shares_targets_and_tags_every_key_with_the_partition() -> None:
-    step = plan_step(7, [_record("m1", "u1"), _record("m2", "u1"), _record("m3", "u2", "Buy")])
-    keys = {key for _, key, _, _ in step.targets} | {seen for seen, _ in step.events}
+    records = [_record("m1", "u1"), _record("m2", "u1"), _record("m3", "u2", "Buy")]
+    step = plan_step(7, records)
+    keys = [key for _, key, _, _ in step.targets] + [key for pair in step.uniques for key in pair]
     assert all(key.startswith("ep:{p7}:") for key in keys)
-    assert [seen for seen, _ in step.events] == [
-        "ep:{p7}:seen:p:m1", "ep:{p7}:seen:p:m2", "ep:{p7}:seen:p:m3",
+    assert [event[0] for event in step.events] == [
+        dedupe_mark(7, "p", "m1"), dedupe_mark(7, "p", "m2"), dedupe_mark(7, "p", "m3"),
     ]  # fmt: skip
-    assert step.events[0][1] == step.events[1][1]  # same user, same name: same targets
+    assert all(event[0].startswith(b"ep:{p7}:seen:") for event in step.events)
+    assert step.events[0][1] == step.events[1][1] != step.events[2][1]  # by name and minute
+    assert step.uniques == [("ep:{p7}:users:hour:p:2026112514", "ep:{p7}:users:day:p:20261125")]
+    assert [event[2:] for event in step.events] == [(1, "u1"), (1, "u1"), (1, "u2")]
     minute = ("h", "ep:{p7}:count:minute:p:202611251403")
     assert sum(1 for op, key, _, _ in step.targets if (op, key) == minute) == 2
-    uniques = {(key, member) for op, key, member, _ in step.targets if op == OP_UNIQUE}
-    assert ("ep:{p7}:users:day:p:20261125", "u2") in uniques
     assert all(ttl == 0 for op, key, _, ttl in step.targets if op == OP_COUNT and "total" in key)
+
+
+def test_a_name_group_holds_its_five_counters() -> None:
+    step = plan_step(0, [_record("m1", "u1"), _record("m2", "u2", kind="page")])
+    assert len(step.groups) == 2
+    for indices in step.groups:
+        reached = sorted((step.targets[t - 1][0], step.targets[t - 1][1]) for t in indices)
+        kinds = [key.split(":")[2] for _, key in reached]
+        assert sorted(kinds) == ["count", "count", "top", "total", "total"]
+    assert {step.targets[t - 1][2] for t in step.groups[1]} == {"$page", ALL}
+
+
+def test_dedupe_marks_are_per_project_and_fixed_size() -> None:
+    assert dedupe_mark(1, "p", "m") != dedupe_mark(1, "q", "m")
+    assert dedupe_mark(1, "p", "m" * 100) != dedupe_mark(1, "p", "m")
+    assert len(dedupe_mark(1, "p", "m" * 100)) == len(dedupe_mark(1, "p", "m"))
 
 
 def test_argv_layout() -> None:
     step = plan_step(0, [_record("m1", "u1")])
     argv = step.argv("g:t", 40, 42, 86400)
-    assert argv[:5] == ["g:t", 40, 42, 86400, len(step.targets)]
-    tail = argv[5 + 4 * len(step.targets) :]
-    assert tail[0] == "ep:{p0}:seen:p:m1"
-    assert tail[1] == 7
-    assert sorted(tail[2:]) == list(range(1, 8))
+    assert argv[:8] == ["g:t", 40, 42, 86400, 90 * 86400, 5, 1, 1]
+    rest = argv[8 + 4 * 5 :]
+    assert rest[0] == 5 and sorted(rest[1:6]) == [1, 2, 3, 4, 5]
+    assert rest[6:8] == ["ep:{p0}:users:hour:p:2026112514", "ep:{p0}:users:day:p:20261125"]
+    assert rest[8:] == [dedupe_mark(0, "p", "m1"), 1, 1, "u1"]

@@ -3,8 +3,11 @@
 -- counts in the same transaction. Here a duplicate adds nothing, and a replayed batch (offset not
 -- past the stored one) changes nothing at all.
 -- KEYS[1]: the partition's offsets hash. Every other key shares its hash tag {pN}.
--- ARGV: field, first_offset, next_offset, dedupe_ttl, n_targets,
---       n_targets x (op, key, member, ttl), then per event: seen_key, k, k target indices.
+-- ARGV: field, first_offset, next_offset, dedupe_ttl, unique_ttl, n_targets, n_groups, n_pairs,
+--       n_targets x (op, key, member, ttl)      counters: 'h' HINCRBY, 'z' ZINCRBY
+--       n_groups x (k, k target indices)        the counters of one name in one minute
+--       n_pairs x (hour key, day key)           the HyperLogLogs of one project and hour
+--       then per event: dedupe mark, group, pair, user.
 -- Returns {new, duplicates}, or {-1, stored} when the stored offset is short of this batch's
 -- first one: Redis lost its last writes (a failover, an fsync window), so the caller seeks back.
 -- A first_offset of -1 skips that check.
@@ -21,46 +24,69 @@ if stored_raw and first_offset >= 0 and stored < first_offset then
   return {-1, stored}
 end
 local dedupe_ttl = tonumber(ARGV[4])
-local n_targets = tonumber(ARGV[5])
-local counts = {}
-for t = 1, n_targets do counts[t] = 0 end
-local i = 6 + 4 * n_targets
+local unique_ttl = tonumber(ARGV[5])
+local n_targets = tonumber(ARGV[6])
+local n_groups = tonumber(ARGV[7])
+local n_pairs = tonumber(ARGV[8])
+local i = 9 + 4 * n_targets
+local groups, hits = {}, {}
+for g = 1, n_groups do
+  local k = tonumber(ARGV[i])
+  local members = {}
+  for j = 1, k do members[j] = tonumber(ARGV[i + j]) end
+  groups[g] = members
+  hits[g] = 0
+  i = i + 1 + k
+end
+local pairs_at = i
+local users = {}
+for p = 1, n_pairs do users[p] = {} end
+i = i + 2 * n_pairs
 local new, dup = 0, 0
 while i <= #ARGV do
-  local k = tonumber(ARGV[i + 1])
   if redis.call('SET', ARGV[i], '1', 'NX', 'EX', dedupe_ttl) then
     new = new + 1
-    for j = i + 2, i + 1 + k do
-      local t = tonumber(ARGV[j])
-      counts[t] = counts[t] + 1
-    end
+    local g = tonumber(ARGV[i + 1])
+    hits[g] = hits[g] + 1
+    local members = users[tonumber(ARGV[i + 2])]
+    members[#members + 1] = ARGV[i + 3]
   else
     dup = dup + 1
   end
-  i = i + 2 + k
+  i = i + 4
 end
-local unique_members = {}
+local counts = {}
+for t = 1, n_targets do counts[t] = 0 end
+for g = 1, n_groups do
+  local h = hits[g]
+  if h > 0 then
+    for _, t in ipairs(groups[g]) do counts[t] = counts[t] + h end
+  end
+end
 local expire = {}
 for t = 1, n_targets do
   local c = counts[t]
   if c > 0 then
-    local base = 6 + 4 * (t - 1)
+    local base = 9 + 4 * (t - 1)
     local op, key, member, ttl = ARGV[base], ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3])
     if op == 'h' then
       redis.call('HINCRBY', key, member, c)
-    elseif op == 'z' then
-      redis.call('ZINCRBY', key, c, member)
     else
-      local members = unique_members[key]
-      if not members then members = {}; unique_members[key] = members end
-      members[#members + 1] = member
+      redis.call('ZINCRBY', key, c, member)
     end
     if ttl > 0 then expire[key] = ttl end
   end
 end
-for key, members in pairs(unique_members) do
-  for s = 1, #members, 5000 do
-    redis.call('PFADD', key, unpack(members, s, math.min(s + 4999, #members)))
+for p = 1, n_pairs do
+  local members = users[p]
+  if #members > 0 then
+    for k = 0, 1 do
+      local key = ARGV[pairs_at + 2 * (p - 1) + k]
+      for s = 1, #members, 5000 do
+        redis.call('PFADD', key, unpack(members, s, math.min(s + 4999, #members)))
+      end
+      expire[key] = unique_ttl
+    end
   end
 end
 for key, ttl in pairs(expire) do
