@@ -41,17 +41,17 @@ def make_record(project: str, message_id: str, user: str, name: str) -> EventRec
     )  # fmt: skip
 
 
-def first_dead_letter(settings: Settings) -> list[Message]:
-    """Wait for the DLQ to hold a message; the messages read."""
+def dead_letters(settings: Settings, count: int = 1) -> list[Message]:
+    """Wait for the DLQ to hold `count` messages; the messages read."""
     consumer = Consumer(consumer_config(settings.kafka_bootstrap or "", f"dlq-{uuid.uuid4().hex}"))
     consumer.subscribe([settings.dlq_topic])
     found: list[Message] = []
 
     def dead_lettered() -> bool:
         found.extend(consumer.consume(10, 0.5))
-        return bool(found)
+        return len(found) >= count
 
-    wait_for(dead_lettered, what="DLQ message")
+    wait_for(dead_lettered, what=f"{count} DLQ message(s)")
     consumer.close()
     return found
 
@@ -142,15 +142,19 @@ def test_poison_goes_to_the_dlq_and_the_partition_keeps_flowing(
     processor_settings: Settings,
 ) -> None:
     project = str(uuid.uuid4())
-    produce(processor_settings, [make_record(project, "before", "u", "A")], (b"{not json",))
+    newer = encode_record(msgspec.structs.replace(make_record(project, "v2", "u", "A"), v=2))
+    produce(processor_settings, [make_record(project, "before", "u", "A")], (b"{not json", newer))
     produce(processor_settings, [make_record(project, "after", "u", "A")])
     wait_for(lambda: totals(processor_settings, project).get("A") == 2, what="both good events")
-    found = first_dead_letter(processor_settings)
-    assert found[0].value() == b"{not json"
-    headers = dict(found[0].headers() or [])
+    found = {message.value(): message for message in dead_letters(processor_settings, 2)}
+    assert set(found) == {b"{not json", newer}
+    headers = dict(found[b"{not json"].headers() or [])
     assert headers["eventpipe-topic"] == processor_settings.events_topic.encode()
     error = headers["eventpipe-error"]
     assert isinstance(error, bytes) and b"JSON" in error
+    error = dict(found[newer].headers() or [])["eventpipe-error"]
+    assert isinstance(error, bytes) and b"record version 2" in error
+    assert archived(processor_settings, project) == 2
 
 
 def test_metrics_are_served_in_prometheus_format(processor_settings: Settings) -> None:
@@ -210,7 +214,7 @@ def test_a_row_the_archive_refuses_goes_to_the_dlq_and_the_rest_flows(
     produce(processor_settings, [good[0], bad, *good[1:]])
     wait_for(lambda: totals(processor_settings, project).get("A") == 5, what="the good events")
     assert archived(processor_settings, project) == 5
-    found = first_dead_letter(processor_settings)
+    found = dead_letters(processor_settings)
     assert decode_record(found[0].value() or b"").message_id == "bad"
     headers = dict(found[0].headers() or [])
     error = headers["eventpipe-error"]
