@@ -133,6 +133,44 @@ def user_create(
     typer.echo(f"created user {user_id} <{email.strip().lower()}>")
 
 
+dlq_app = typer.Typer(help="Inspect and replay the dead-letter topic.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="list what would be replayed; produce and commit nothing")
+]
+Limit = Annotated[int | None, typer.Option(min=1, help="read at most this many dead letters")]
+
+
+@dlq_app.command("replay")
+def dlq_replay(dry_run: DryRun = False, limit: Limit = None) -> None:
+    """Send dead letters back to the events topic (after a fix) up to the DLQ's current end."""
+    _run_dlq(dry_run=dry_run, limit=limit)
+
+
+@dlq_app.command("list")
+def dlq_list(limit: Limit = None) -> None:
+    """List the dead letters a replay would take: the same as `dlq replay --dry-run`."""
+    _run_dlq(dry_run=True, limit=limit)
+
+
+def _run_dlq(*, dry_run: bool, limit: int | None) -> None:
+    from eventpipe.core.signals import StopFlag
+    from eventpipe.processor.dlq import DlqError, replay_dead_letters
+
+    settings = load_settings()
+    require(settings, "kafka_bootstrap")
+    try:
+        report = replay_dead_letters(
+            settings, dry_run=dry_run, limit=limit, say=typer.echo, stop=StopFlag().install()
+        )
+    except DlqError as error:
+        fail(str(error), code=1)
+    typer.echo(report.summary())
+    if report.interrupted:
+        raise typer.Exit(1)
+
+
 @app.command()
 def up(
     fast_start: Annotated[
