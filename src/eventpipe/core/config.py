@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # How long the group waits for a silent processor (a crash, an OOM kill) before its
     # partitions move on: librdkafka's default, 45 s, stalls them that long. Broker minimum 6 s.
     processor_session_timeout_ms: Annotated[int, Field(ge=6_000, le=300_000)] = 10_000
+    # How long a processor may go without polling Kafka before the group gives its partitions
+    # away (max.poll.interval.ms, librdkafka's default). While a sink is down it keeps polling its
+    # paused partitions, so an outage does not count; a Redis call that hangs (10 s timeout) does.
+    processor_max_poll_interval_ms: Annotated[int, Field(ge=10_000, le=86_400_000)] = 300_000
     # Prometheus metrics of the processor (0: none).
     processor_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
 
@@ -111,6 +115,16 @@ class Settings(BaseSettings):
             if match is None or not 1 <= int(match.group(2)) <= 65535:
                 raise ValueError(f"expected host:port[,host:port...], got {entry!r}")
         return ",".join(entries)
+
+    @model_validator(mode="after")
+    def _poll_interval_covers_session(self) -> Settings:
+        # librdkafka refuses the consumer's configuration otherwise.
+        if self.processor_max_poll_interval_ms < self.processor_session_timeout_ms:
+            raise ValueError(
+                "EVENTPIPE_PROCESSOR_MAX_POLL_INTERVAL_MS must be at least "
+                "EVENTPIPE_PROCESSOR_SESSION_TIMEOUT_MS"
+            )
+        return self
 
     @model_validator(mode="after")
     def _keys_in_production(self) -> Settings:

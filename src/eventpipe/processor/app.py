@@ -5,16 +5,24 @@ then per partition one atomic Redis step applies dedupe marks, aggregate deltas 
 offset. Offsets live in Redis with the aggregates; on assignment the consumer seeks there, so a
 crash anywhere replays a batch that the archive and the step both absorb. Kafka commits follow,
 for lag monitoring only.
+
+Backpressure: while a sink is down the batch in hand waits and retries with backoff; the main
+thread pauses every assigned partition and keeps polling the consumer, so the member stays in the
+group (each poll resets max.poll.interval.ms) and rebalances are served. It resumes once every
+sink has answered.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, date, datetime
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import psycopg
 import redis
@@ -42,6 +50,13 @@ SINK_ERRORS = (
 )
 PARTITION_CHECK_S = 3600.0
 LAG_CHECK_S = 5.0
+FIRST_BACKOFF_S = 0.2
+MAX_BACKOFF_S = 5.0
+# While paused, the main thread polls Kafka at least this often (and waits this long per poll).
+POLL_S = 0.2
+# An archive write unanswered this long counts as an outage (a hung server raises nothing).
+STALL_S = 1.0
+T = TypeVar("T")
 
 
 class Processor:
@@ -65,39 +80,124 @@ class Processor:
             consumer_config(
                 settings.kafka_bootstrap,
                 settings.processor_group,
-                **{"session.timeout.ms": session_ms, "heartbeat.interval.ms": session_ms // 3},
+                **{
+                    "session.timeout.ms": session_ms,
+                    "heartbeat.interval.ms": session_ms // 3,
+                    "max.poll.interval.ms": settings.processor_max_poll_interval_ms,
+                },
             )
         )
         self.assigned: set[int] = set()
+        # Backpressure state. The consumer is used from the main thread only; the archive thread
+        # reports through `_archive_failing` (set while its write fails) and `_failure`.
+        self.paused: set[int] = set()
+        self._paused_since: float | None = None
+        self._archive_failing = threading.Event()
+        self._failure = ""
         # -inf: both checks run at start (monotonic time may be small after a boot).
         self._partitions_checked = -math.inf
         self._lag_checked = -math.inf
 
-    # Rebalance callbacks run inside consume(), so always between two batches.
+    # Rebalance callbacks run inside consume(): between two batches, or during an outage's polls.
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            stored = self._retry("redis", lambda p=tp.partition: self.step.stored_offset(p))
+            read = partial(self.step.stored_offset, tp.partition)
+            stored = self._retry("redis", read, self._backoff_in_callback)
             if stored is not None:
                 tp.offset = stored
         consumer.incremental_assign(partitions)
         self.assigned |= {tp.partition for tp in partitions}
         log.info("assigned %s", sorted((tp.partition, tp.offset) for tp in partitions))
+        if self._paused_since is not None:
+            self._pause_assigned()  # assigned during an outage: they wait with the others
 
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned -= {tp.partition for tp in partitions}
-        log.info("revoked %s", sorted(tp.partition for tp in partitions))
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {tp.partition for tp in partitions}
+        # librdkafka keeps an application's pause on a partition across assignments: lift ours
+        # before letting go, or the partition would come back paused in a later assignment.
+        if held := sorted(self.paused & revoked):
+            consumer.resume([TopicPartition(self.topic, p) for p in held])
+            self.paused -= revoked
+            self.metrics.paused_partitions.set(len(self.paused))
+        self.assigned -= revoked
+        log.info("revoked %s", sorted(revoked))
 
-    def _retry(self, sink: str, action: Any) -> Any:
-        delay = 0.2
+    def _retry(self, sink: str, action: Callable[[], T], backoff: Callable[[float], bool]) -> T:
+        """`action()`, tried again after `backoff(delay)` while `sink` is unavailable; backoff
+        returns True when the process is stopping."""
+        delay = FIRST_BACKOFF_S
         while True:
             try:
                 return action()
             except SINK_ERRORS as error:
                 self.metrics.sink_errors.labels(sink).inc()
-                log.warning("%s unavailable, retrying in %.1fs: %s", sink, delay, error)
-                if self.stop.wait(delay):
+                self._failure = f"{sink} unavailable: {error}"
+                # Pausing logs the outage once and resuming its end; the tries only at debug.
+                log.debug("%s; retrying in %.1fs", self._failure, delay)
+                if backoff(delay):
                     raise _Stopping from error
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+
+    def _backoff(self, delay: float) -> bool:
+        """The main thread's wait between two tries: partitions paused, the consumer polled."""
+        self._pause(self._failure)
+        deadline = time.monotonic() + delay
+        while not self.stop.is_set and (left := deadline - time.monotonic()) > 0:
+            self._poll_paused(min(POLL_S, left))
+        return self.stop.is_set
+
+    def _backoff_in_writer(self, delay: float) -> bool:
+        # The archive thread must not touch the consumer: the main thread sees the flag and pauses.
+        self._archive_failing.set()
+        return self.stop.wait(delay)
+
+    def _backoff_in_callback(self, delay: float) -> bool:
+        # A rebalance callback runs inside consume() and cannot poll; librdkafka does not count
+        # time spent inside consume() against max.poll.interval.ms, so only the rebalance waits.
+        if delay == FIRST_BACKOFF_S:
+            log.warning("%s; the assignment waits for it", self._failure)
+        return self.stop.wait(delay)
+
+    def _pause(self, reason: str) -> None:
+        """Stop fetching until `_resume`; the batch in hand waits, to be applied after."""
+        if self._paused_since is None:
+            self._paused_since = time.monotonic()
+            log.warning("pausing partitions %s: %s", sorted(self.assigned), reason)
+        self._pause_assigned()
+
+    def _pause_assigned(self) -> None:
+        if fresh := sorted(self.assigned - self.paused):
+            self.consumer.pause([TopicPartition(self.topic, p) for p in fresh])
+            self.paused.update(fresh)
+        self.metrics.paused_partitions.set(len(self.paused))
+
+    def _poll_paused(self, timeout: float) -> None:
+        """Poll while paused: this keeps the member in the group and serves rebalances.
+
+        librdkafka drops what it had prefetched for a paused partition and, on resume, fetches
+        again from the application's position at the pause. Should a poll hand out a message all
+        the same (a race), keeping it for the next batch would put it there twice, its refetched
+        copy after it. Its partition is sought back to it instead, which makes the restart point
+        explicit: nothing is lost, nothing doubled, the batch in hand is untouched.
+        """
+        messages = self.consumer.consume(self.settings.processor_batch_size, timeout)
+        handed_out = split(messages).partitions.values() if messages else []
+        for work in handed_out:
+            if work.partition in self.assigned:  # else its new owner starts from Redis's offset
+                self.consumer.seek(TopicPartition(self.topic, work.partition, work.first_offset))
+        self._pause_assigned()
+
+    def _resume(self) -> None:
+        """Every sink answered: fetch again the partitions paused that are still assigned."""
+        if self._paused_since is None:
+            return
+        if held := sorted(self.paused & self.assigned):
+            self.consumer.resume([TopicPartition(self.topic, p) for p in held])
+        log.info("resumed partitions %s after %.1fs paused",
+                 held, time.monotonic() - self._paused_since)  # fmt: skip
+        self.paused.clear()
+        self._paused_since = None
+        self.metrics.paused_partitions.set(0)
 
     def run(self) -> None:
         self.consumer.subscribe(
@@ -134,20 +234,13 @@ class Processor:
             log.info("processor left group %s", self.settings.processor_group)
 
     def _apply(self, batch: Batch, written: Future[None]) -> None:
-        written.result()  # raises what the archive raised, _Stopping included
+        self._await(written)
         if batch.poison:
-            self._retry("kafka", lambda: self._dead_letter(batch))
-        # Revoked while a sink was down: the new owner replays from Redis's offset.
-        works = [w for w in batch.partitions.values() if w.partition in self.assigned]
-        answers = self._retry(
-            "redis",
-            lambda: self.step.apply_many(
-                [(w.partition, w.records, w.first_offset, w.next_offset) for w in works]
-            ),
-        )
+            self._retry("kafka", lambda: self._dead_letter(batch), self._backoff)
+        works, answers = self._retry("redis", lambda: self._step(batch), self._backoff)
         commits = []
         for work, answer in zip(works, answers, strict=True):
-            result = self._retry("redis", lambda w=work, a=answer: self._settle_gap(w, a))
+            result = self._retry("redis", partial(self._settle_gap, work, answer), self._backoff)
             if result is None:
                 continue
             self.metrics.events.inc(result.new)
@@ -158,6 +251,30 @@ class Processor:
         self.metrics.last_commit.set(time.time())
         if commits:
             self.consumer.commit(offsets=commits, asynchronous=True)
+        self._resume()
+
+    def _await(self, written: Future[None]) -> None:
+        """The archive write's outcome; while it retries or hangs, pause and poll meanwhile."""
+        started = time.monotonic()
+        while not wait([written], timeout=POLL_S).done:
+            if self._paused_since is None:
+                if self._archive_failing.is_set():
+                    self._pause(self._failure)
+                elif time.monotonic() - started > STALL_S:
+                    self._pause(f"the archive has not answered for {STALL_S:.0f}s")
+            if self._paused_since is not None:
+                if self.stop.is_set:
+                    raise _Stopping
+                self._poll_paused(POLL_S)
+        written.result()  # raises what the archive raised, _Stopping included
+
+    def _step(self, batch: Batch) -> tuple[list[PartitionBatch], list[StepResult | OffsetGap]]:
+        # Chosen at each try: revoked while a sink was down, the new owner replays from Redis.
+        works = [w for w in batch.partitions.values() if w.partition in self.assigned]
+        answers = self.step.apply_many(
+            [(w.partition, w.records, w.first_offset, w.next_offset) for w in works]
+        )
+        return works, answers
 
     def _archive(self, batch: Batch) -> None:
         rows = [
@@ -166,18 +283,20 @@ class Processor:
         if not rows:
             return
         try:
-            self._retry("postgres", lambda: self.archive.write(rows))
+            self._retry("postgres", lambda: self.archive.write(rows), self._backoff_in_writer)
         except psycopg.DataError:
             # A value PostgreSQL refuses (say a NUL character) must not stop the pipeline:
             # find the rows one by one; those refused go to the DLQ and are not counted.
             for work in batch.partitions.values():
                 self._archive_one_by_one(work, batch)
+        self._archive_failing.clear()
 
     def _archive_one_by_one(self, work: PartitionBatch, batch: Batch) -> None:
         kept: list[tuple[EventRecord, bytes, int]] = []
         for record, encoded, offset in zip(work.records, work.encoded, work.offsets, strict=True):
             try:
-                self._retry("postgres", lambda r=record: self.archive.write([archive_row(r)]))
+                write = partial(self.archive.write, [archive_row(record)])
+                self._retry("postgres", write, self._backoff_in_writer)
             except psycopg.DataError as error:
                 source = PoisonMessage(
                     self.topic, work.partition, offset, record_key(record), encoded
@@ -195,6 +314,8 @@ class Processor:
         """The step's result; after a gap, None once the partition is sought back to replay."""
         if isinstance(answer, StepResult):
             return answer
+        if work.partition not in self.assigned:
+            return None  # revoked during a retry: its new owner settles it
         low, _high = self.consumer.get_watermark_offsets(
             TopicPartition(self.topic, work.partition), timeout=10
         )
@@ -233,7 +354,8 @@ class Processor:
         now = time.monotonic()
         if now - self._partitions_checked > PARTITION_CHECK_S:
             self._partitions_checked = now
-            self._retry("postgres", self._ensure_partitions)
+            self._retry("postgres", self._ensure_partitions, self._backoff)
+            self._resume()
         if now - self._lag_checked > LAG_CHECK_S:
             self._lag_checked = now
             self._update_lag()

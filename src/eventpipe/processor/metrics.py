@@ -23,6 +23,9 @@ class ProcessorMetrics:
         self.lag = Gauge(
             "eventpipe_consumer_lag", "Messages behind, per partition", ["partition"], registry=r
         )
+        self.paused_partitions = Gauge(
+            "eventpipe_paused_partitions", "Partitions paused while a sink is down", registry=r
+        )
         self.last_commit = Gauge(
             "eventpipe_last_commit_timestamp", "Unix time of the last applied batch", registry=r
         )
