@@ -20,6 +20,7 @@ import io
 import logging
 import os
 import pstats
+import queue
 import random
 import secrets
 import shutil
@@ -29,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -396,20 +398,35 @@ def measure_script(client: redis.Redis, batches: list[Batch], settings: Settings
     return Rate(sum(c[1] for c in calls), seconds, meter.stop())
 
 
-def measure_archive(database_url: str, batches: list[Batch], meter: CpuMeter) -> Rate:
-    """`Archive.write` of each batch's rows (one COPY + INSERT ... ON CONFLICT per batch)."""
+def measure_archive(
+    database_url: str, batches: list[Batch], meter: CpuMeter, connections: int
+) -> Rate:
+    """`Archive.write` of each batch's rows (one COPY + INSERT ... ON CONFLICT per batch), through
+    as many connections as the processor writes with, each writing one batch at a time."""
     row_sets = [[archive_row(r) for w in b.partitions.values() for r in w.records] for b in batches]
-    archive = Archive(database_url)
-    try:
+    archives = [Archive(database_url) for _ in range(connections)]
+    free: queue.SimpleQueue[Archive] = queue.SimpleQueue()
+    for archive in archives:
         archive.write([])  # connects and makes the staging table
+        free.put(archive)
+
+    def write(rows: list[tuple[str | int | None, ...]]) -> None:
+        archive = free.get()
+        try:
+            archive.write(rows)
+        finally:
+            free.put(archive)
+
+    try:
         meter.start()
         started = time.perf_counter()
-        for rows in row_sets:
-            archive.write(rows)
+        with ThreadPoolExecutor(connections) as pool:
+            list(pool.map(write, row_sets))
         seconds = time.perf_counter() - started
-        cpu = meter.stop()  # before the backend exits with the connection
+        cpu = meter.stop()  # before the backends exit with their connections
     finally:
-        archive.close()
+        for archive in archives:
+            archive.close()
     return Rate(sum(len(rows) for rows in row_sets), seconds, cpu)
 
 
@@ -981,8 +998,13 @@ def measure_limits(ctx: Context, batches: list[Batch], turn: int) -> dict[str, R
     return {
         "redis: RedisStep.apply": measure_step(ctx.redis, batches, settings, ctx.meter()),
         "redis: Lua script alone": measure_script(ctx.redis, batches, settings, ctx.meter()),
-        "postgres: Archive.write": measure_archive(
-            fresh_database(ctx.urls, f"bench_raw_{turn}"), batches, ctx.meter()
+        # With as many connections as the processor writes through: its own limit, not one
+        # that a second connection would beat.
+        f"postgres: Archive.write x{settings.archive_connections}": measure_archive(
+            fresh_database(ctx.urls, f"bench_raw_{turn}"),
+            batches,
+            ctx.meter(),
+            settings.archive_connections,
         ),
     }
 

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     dedupe_window_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 86_400
     archive_retention_days: Annotated[int, Field(ge=1, le=3650)] = 90
     archive_days_ahead: Annotated[int, Field(ge=1, le=60)] = 7
+    # PostgreSQL connections a processor writes the archive through, one batch each at a time:
+    # with two, one batch's INSERT runs while the next one's COPY streams in.
+    archive_connections: Annotated[int, Field(ge=1, le=8)] = 2
     # How long the group waits for a silent processor (a crash, an OOM kill) before its
     # partitions move on: librdkafka's default, 45 s, stalls them that long. Broker minimum 6 s.
     processor_session_timeout_ms: Annotated[int, Field(ge=6_000, le=300_000)] = 10_000

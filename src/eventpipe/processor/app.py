@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import UTC, date, datetime
@@ -50,6 +52,8 @@ SINK_ERRORS = (
 )
 PARTITION_CHECK_S = 3600.0
 LAG_CHECK_S = 5.0
+# Batches read and queued for the archive beyond the one being applied (memory: a few batches).
+ARCHIVE_AHEAD = 2
 FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 5.0
 # While paused, the main thread polls Kafka at least this often (and waits this long per poll).
@@ -73,7 +77,10 @@ class Processor:
             topic=self.topic,
             dedupe_ttl_s=settings.dedupe_window_s,
         )
-        self.archive = Archive(str(settings.database_url))
+        # Each archive thread takes a connection of its own from here for each write.
+        self.archives: queue.SimpleQueue[Archive] = queue.SimpleQueue()
+        for _ in range(settings.archive_connections):
+            self.archives.put(Archive(str(settings.database_url)))
         self.dlq = Producer(producer_config(settings.kafka_bootstrap))
         session_ms = settings.processor_session_timeout_ms
         self.consumer = Consumer(
@@ -205,31 +212,36 @@ class Processor:
             on_lost=self._on_revoke,
         )  # fmt: skip
         log.info("processor in group %s on %s", self.settings.processor_group, self.topic)
-        # The archive write of one batch runs while the Redis step of the one before it does:
-        # PostgreSQL and Redis work at the same time, and each batch's step still follows its own
-        # archive write, so a crash between the two still replays safely.
-        writer = ThreadPoolExecutor(1, thread_name_prefix="archive")
-        pending: tuple[Batch, Future[None]] | None = None
+        # Archive writes run in threads of their own, each on its own connection, while the main
+        # thread reads the next batches and applies the Redis steps of those already archived:
+        # PostgreSQL (the slowest sink) always has the next batch waiting. Each batch's step still
+        # follows its own archive write, in order, so a crash anywhere replays safely. Two writes
+        # may overlap: both are idempotent, and a retried event in both waits on the other's
+        # transaction (ON CONFLICT), so the archive holds one row whichever commits first.
+        writer = ThreadPoolExecutor(self.settings.archive_connections, thread_name_prefix="archive")
+        pending: deque[tuple[Batch, Future[None]]] = deque()
         try:
             while not self.stop.is_set:
                 self._maintain()
                 messages = self.consumer.consume(
                     self.settings.processor_batch_size, self.settings.processor_batch_wait_s
                 )
-                batch = split(messages) if messages else None
-                written = writer.submit(self._archive, batch) if batch else None
-                if pending is not None:
-                    self._apply(*pending)
-                pending = (batch, written) if batch and written else None
-            if pending is not None:
-                self._apply(*pending)
+                if messages:
+                    batch = split(messages)
+                    pending.append((batch, writer.submit(self._archive, batch)))
+                # Apply what is archived; wait only when too much is read ahead.
+                while pending and (len(pending) > ARCHIVE_AHEAD or pending[0][1].done()):
+                    self._apply(*pending.popleft())
+            while pending:
+                self._apply(*pending.popleft())
         except _Stopping:
             log.info("stopping with a batch not applied: it replays on the next start")
         finally:
             writer.shutdown(wait=True, cancel_futures=True)
             self.consumer.close()
             self.dlq.flush(10)
-            self.archive.close()
+            while not self.archives.empty():
+                self.archives.get().close()
             self.redis.close()
             log.info("processor left group %s", self.settings.processor_group)
 
@@ -283,7 +295,7 @@ class Processor:
         if not rows:
             return
         try:
-            self._retry("postgres", lambda: self.archive.write(rows), self._backoff_in_writer)
+            self._retry("postgres", partial(self._write, rows), self._backoff_in_writer)
         except psycopg.DataError:
             # A value PostgreSQL refuses (say a NUL character) must not stop the pipeline:
             # find the rows one by one; those refused go to the DLQ and are not counted.
@@ -291,11 +303,18 @@ class Processor:
                 self._archive_one_by_one(work, batch)
         self._archive_failing.clear()
 
+    def _write(self, rows: list[tuple[str | int | None, ...]]) -> None:
+        archive = self.archives.get()
+        try:
+            archive.write(rows)
+        finally:
+            self.archives.put(archive)
+
     def _archive_one_by_one(self, work: PartitionBatch, batch: Batch) -> None:
         kept: list[tuple[EventRecord, bytes, int]] = []
         for record, encoded, offset in zip(work.records, work.encoded, work.offsets, strict=True):
             try:
-                write = partial(self.archive.write, [archive_row(record)])
+                write = partial(self._write, [archive_row(record)])
                 self._retry("postgres", write, self._backoff_in_writer)
             except psycopg.DataError as error:
                 source = PoisonMessage(

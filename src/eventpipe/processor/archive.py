@@ -79,10 +79,12 @@ class Archive:
                 with cursor.copy(copy_sql) as copy:
                     for row in rows:
                         copy.write_row(row)
+                # In key order: two writers inserting the same retried events take their row
+                # locks in the same order, so one waits for the other instead of deadlocking.
                 cursor.execute(
                     sql.SQL(
                         "INSERT INTO events ({0}) SELECT {0} FROM events_stage "
-                        "ON CONFLICT DO NOTHING"
+                        "ORDER BY project_id, message_id, day ON CONFLICT DO NOTHING"
                     ).format(_COLUMN_LIST)
                 )
                 inserted = cursor.rowcount
