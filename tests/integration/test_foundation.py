@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import redis
 from arq.connections import RedisSettings, create_pool
-from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from fastapi.testclient import TestClient
 
 from eventpipe.api.app import create_app
@@ -132,10 +132,16 @@ def test_unknown_route_answers_json(settings: Settings) -> None:
     assert response.json()["error"]["code"] == "not_found"
 
 
-def _group_members(bootstrap: str, group: str) -> int:
+def _group_members(bootstrap: str, group: str) -> int | None:
+    """Members of the group; None while a fresh broker still loads its group state."""
     admin = admin_client(bootstrap)  # must outlive its futures, or they never complete
     futures = admin.describe_consumer_groups([group], request_timeout=5)
-    description = futures[group].result(timeout=10)
+    try:
+        description = futures[group].result(timeout=10)
+    except KafkaException as error:
+        if error.args[0].code() == KafkaError.COORDINATOR_LOAD_IN_PROGRESS:
+            return None
+        raise
     return len(description.members)
 
 

@@ -150,8 +150,8 @@ def test_outages_longer_than_the_poll_interval_pause_and_keep_the_member(
         # One assignment, at the start; a warning at each pause and a line at each resume.
         assert log.count("eventpipe.processor.app assigned ") == 1, processor.log_tail()
         assert "eventpipe.processor.app revoked " not in log
-        assert log.count("WARNING eventpipe.processor.app pausing partitions") == 2
-        assert log.count("INFO eventpipe.processor.app resumed partitions") == 2
+        assert log.count("WARNING eventpipe.processor.backpressure pausing partitions") == 2
+        assert log.count("INFO eventpipe.processor.backpressure resumed partitions") == 2
 
         # SIGTERM while paused (a rolling deploy during an outage): out at once, batch unapplied.
         postgres = own_sinks[0]

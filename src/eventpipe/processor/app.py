@@ -6,10 +6,8 @@ offset. Offsets live in Redis with the aggregates; on assignment the consumer se
 crash anywhere replays a batch that the archive and the step both absorb. Kafka commits follow,
 for lag monitoring only.
 
-Backpressure: while a sink is down the batch in hand waits and retries with backoff; the main
-thread pauses every assigned partition and keeps polling the consumer, so the member stays in the
-group (each poll resets max.poll.interval.ms) and rebalances are served. It resumes once every
-sink has answered.
+While a sink is down, `Backpressure` (backpressure.py) holds the batch in hand, pauses the
+partitions and keeps the member in the group until every sink has answered.
 """
 
 from __future__ import annotations
@@ -17,14 +15,12 @@ from __future__ import annotations
 import logging
 import math
 import queue
-import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 import redis
@@ -36,31 +32,23 @@ from eventpipe.core.kafka import consumer_config, producer_config
 from eventpipe.core.signals import StopFlag
 from eventpipe.domain.events import EventRecord, record_key
 from eventpipe.processor.archive import Archive, archive_row, ensure_partitions
+
+# Re-exported (`X as X`): defined here before backpressure.py, and still importable from here.
+from eventpipe.processor.backpressure import FIRST_BACKOFF_S as FIRST_BACKOFF_S
+from eventpipe.processor.backpressure import MAX_BACKOFF_S as MAX_BACKOFF_S
+from eventpipe.processor.backpressure import POLL_S as POLL_S
+from eventpipe.processor.backpressure import SINK_ERRORS as SINK_ERRORS
+from eventpipe.processor.backpressure import STALL_S as STALL_S
+from eventpipe.processor.backpressure import Backpressure, Stopping
 from eventpipe.processor.batch import Batch, PartitionBatch, PoisonMessage, split
 from eventpipe.processor.metrics import ProcessorMetrics
 from eventpipe.processor.sinks import OffsetGap, RedisStep, StepResult
 
 log = logging.getLogger(__name__)
-# Worth waiting out: a server away or overloaded. Anything else is a bug or bad data, not retried.
-SINK_ERRORS = (
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    redis.ConnectionError,
-    redis.TimeoutError,
-    KafkaException,
-    OSError,
-)
 PARTITION_CHECK_S = 3600.0
 LAG_CHECK_S = 5.0
 # Batches read and queued for the archive beyond the one being applied (memory: a few batches).
 ARCHIVE_AHEAD = 2
-FIRST_BACKOFF_S = 0.2
-MAX_BACKOFF_S = 5.0
-# While paused, the main thread polls Kafka at least this often (and waits this long per poll).
-POLL_S = 0.2
-# An archive write unanswered this long counts as an outage (a hung server raises nothing).
-STALL_S = 1.0
-T = TypeVar("T")
 
 
 class Processor:
@@ -95,12 +83,10 @@ class Processor:
             )
         )
         self.assigned: set[int] = set()
-        # Backpressure state. The consumer is used from the main thread only; the archive thread
-        # reports through `_archive_failing` (set while its write fails) and `_failure`.
-        self.paused: set[int] = set()
-        self._paused_since: float | None = None
-        self._archive_failing = threading.Event()
-        self._failure = ""
+        self.backpressure = Backpressure(
+            self.consumer, self.topic, metrics, stop,
+            batch_size=settings.processor_batch_size, assigned=lambda: self.assigned,
+        )  # fmt: skip
         # -inf: both checks run at start (monotonic time may be small after a boot).
         self._partitions_checked = -math.inf
         self._lag_checked = -math.inf
@@ -109,102 +95,19 @@ class Processor:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             read = partial(self.step.stored_offset, tp.partition)
-            stored = self._retry("redis", read, self._backoff_in_callback)
+            stored = self.backpressure.retry_in_callback("redis", read)
             if stored is not None:
                 tp.offset = stored
         consumer.incremental_assign(partitions)
         self.assigned |= {tp.partition for tp in partitions}
         log.info("assigned %s", sorted((tp.partition, tp.offset) for tp in partitions))
-        if self._paused_since is not None:
-            self._pause_assigned()  # assigned during an outage: they wait with the others
+        self.backpressure.on_assigned()
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = {tp.partition for tp in partitions}
-        # librdkafka keeps an application's pause on a partition across assignments: lift ours
-        # before letting go, or the partition would come back paused in a later assignment.
-        if held := sorted(self.paused & revoked):
-            consumer.resume([TopicPartition(self.topic, p) for p in held])
-            self.paused -= revoked
-            self.metrics.paused_partitions.set(len(self.paused))
+        self.backpressure.on_revoked(revoked)
         self.assigned -= revoked
         log.info("revoked %s", sorted(revoked))
-
-    def _retry(self, sink: str, action: Callable[[], T], backoff: Callable[[float], bool]) -> T:
-        """`action()`, tried again after `backoff(delay)` while `sink` is unavailable; backoff
-        returns True when the process is stopping."""
-        delay = FIRST_BACKOFF_S
-        while True:
-            try:
-                return action()
-            except SINK_ERRORS as error:
-                self.metrics.sink_errors.labels(sink).inc()
-                self._failure = f"{sink} unavailable: {error}"
-                # Pausing logs the outage once and resuming its end; the tries only at debug.
-                log.debug("%s; retrying in %.1fs", self._failure, delay)
-                if backoff(delay):
-                    raise _Stopping from error
-                delay = min(delay * 2, MAX_BACKOFF_S)
-
-    def _backoff(self, delay: float) -> bool:
-        """The main thread's wait between two tries: partitions paused, the consumer polled."""
-        self._pause(self._failure)
-        deadline = time.monotonic() + delay
-        while not self.stop.is_set and (left := deadline - time.monotonic()) > 0:
-            self._poll_paused(min(POLL_S, left))
-        return self.stop.is_set
-
-    def _backoff_in_writer(self, delay: float) -> bool:
-        # The archive thread must not touch the consumer: the main thread sees the flag and pauses.
-        self._archive_failing.set()
-        return self.stop.wait(delay)
-
-    def _backoff_in_callback(self, delay: float) -> bool:
-        # A rebalance callback runs inside consume() and cannot poll; librdkafka does not count
-        # time spent inside consume() against max.poll.interval.ms, so only the rebalance waits.
-        if delay == FIRST_BACKOFF_S:
-            log.warning("%s; the assignment waits for it", self._failure)
-        return self.stop.wait(delay)
-
-    def _pause(self, reason: str) -> None:
-        """Stop fetching until `_resume`; the batch in hand waits, to be applied after."""
-        if self._paused_since is None:
-            self._paused_since = time.monotonic()
-            log.warning("pausing partitions %s: %s", sorted(self.assigned), reason)
-        self._pause_assigned()
-
-    def _pause_assigned(self) -> None:
-        if fresh := sorted(self.assigned - self.paused):
-            self.consumer.pause([TopicPartition(self.topic, p) for p in fresh])
-            self.paused.update(fresh)
-        self.metrics.paused_partitions.set(len(self.paused))
-
-    def _poll_paused(self, timeout: float) -> None:
-        """Poll while paused: this keeps the member in the group and serves rebalances.
-
-        librdkafka drops what it had prefetched for a paused partition and, on resume, fetches
-        again from the application's position at the pause. Should a poll hand out a message all
-        the same (a race), keeping it for the next batch would put it there twice, its refetched
-        copy after it. Its partition is sought back to it instead, which makes the restart point
-        explicit: nothing is lost, nothing doubled, the batch in hand is untouched.
-        """
-        messages = self.consumer.consume(self.settings.processor_batch_size, timeout)
-        handed_out = split(messages).partitions.values() if messages else []
-        for work in handed_out:
-            if work.partition in self.assigned:  # else its new owner starts from Redis's offset
-                self.consumer.seek(TopicPartition(self.topic, work.partition, work.first_offset))
-        self._pause_assigned()
-
-    def _resume(self) -> None:
-        """Every sink answered: fetch again the partitions paused that are still assigned."""
-        if self._paused_since is None:
-            return
-        if held := sorted(self.paused & self.assigned):
-            self.consumer.resume([TopicPartition(self.topic, p) for p in held])
-        log.info("resumed partitions %s after %.1fs paused",
-                 held, time.monotonic() - self._paused_since)  # fmt: skip
-        self.paused.clear()
-        self._paused_since = None
-        self.metrics.paused_partitions.set(0)
 
     def run(self) -> None:
         self.consumer.subscribe(
@@ -234,7 +137,7 @@ class Processor:
                     self._apply(*pending.popleft())
             while pending:
                 self._apply(*pending.popleft())
-        except _Stopping:
+        except Stopping:
             log.info("stopping with a batch not applied: it replays on the next start")
         finally:
             writer.shutdown(wait=True, cancel_futures=True)
@@ -246,13 +149,13 @@ class Processor:
             log.info("processor left group %s", self.settings.processor_group)
 
     def _apply(self, batch: Batch, written: Future[None]) -> None:
-        self._await(written)
+        self.backpressure.await_archive(written)
         if batch.poison:
-            self._retry("kafka", lambda: self._dead_letter(batch), self._backoff)
-        works, answers = self._retry("redis", lambda: self._step(batch), self._backoff)
+            self.backpressure.retry("kafka", lambda: self._dead_letter(batch))
+        works, answers = self.backpressure.retry("redis", lambda: self._step(batch))
         commits = []
         for work, answer in zip(works, answers, strict=True):
-            result = self._retry("redis", partial(self._settle_gap, work, answer), self._backoff)
+            result = self.backpressure.retry("redis", partial(self._settle_gap, work, answer))
             if result is None:
                 continue
             self.metrics.events.inc(result.new)
@@ -263,22 +166,7 @@ class Processor:
         self.metrics.last_commit.set(time.time())
         if commits:
             self.consumer.commit(offsets=commits, asynchronous=True)
-        self._resume()
-
-    def _await(self, written: Future[None]) -> None:
-        """The archive write's outcome; while it retries or hangs, pause and poll meanwhile."""
-        started = time.monotonic()
-        while not wait([written], timeout=POLL_S).done:
-            if self._paused_since is None:
-                if self._archive_failing.is_set():
-                    self._pause(self._failure)
-                elif time.monotonic() - started > STALL_S:
-                    self._pause(f"the archive has not answered for {STALL_S:.0f}s")
-            if self._paused_since is not None:
-                if self.stop.is_set:
-                    raise _Stopping
-                self._poll_paused(POLL_S)
-        written.result()  # raises what the archive raised, _Stopping included
+        self.backpressure.resume()
 
     def _step(self, batch: Batch) -> tuple[list[PartitionBatch], list[StepResult | OffsetGap]]:
         # Chosen at each try: revoked while a sink was down, the new owner replays from Redis.
@@ -295,13 +183,13 @@ class Processor:
         if not rows:
             return
         try:
-            self._retry("postgres", partial(self._write, rows), self._backoff_in_writer)
+            self.backpressure.retry_in_writer("postgres", partial(self._write, rows))
         except psycopg.DataError:
             # A value PostgreSQL refuses (say a NUL character) must not stop the pipeline:
             # find the rows one by one; those refused go to the DLQ and are not counted.
             for work in batch.partitions.values():
                 self._archive_one_by_one(work, batch)
-        self._archive_failing.clear()
+        self.backpressure.archive_answered()
 
     def _write(self, rows: list[tuple[str | int | None, ...]]) -> None:
         archive = self.archives.get()
@@ -315,7 +203,7 @@ class Processor:
         for record, encoded, offset in zip(work.records, work.encoded, work.offsets, strict=True):
             try:
                 write = partial(self._write, [archive_row(record)])
-                self._retry("postgres", write, self._backoff_in_writer)
+                self.backpressure.retry_in_writer("postgres", write)
             except psycopg.DataError as error:
                 source = PoisonMessage(
                     self.topic, work.partition, offset, record_key(record), encoded
@@ -373,8 +261,8 @@ class Processor:
         now = time.monotonic()
         if now - self._partitions_checked > PARTITION_CHECK_S:
             self._partitions_checked = now
-            self._retry("postgres", self._ensure_partitions, self._backoff)
-            self._resume()
+            self.backpressure.retry("postgres", self._ensure_partitions)
+            self.backpressure.resume()
         if now - self._lag_checked > LAG_CHECK_S:
             self._lag_checked = now
             self._update_lag()
@@ -398,10 +286,6 @@ class Processor:
             low, high = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
             position = tp.offset if tp.offset >= 0 else low
             self.metrics.lag.labels(str(tp.partition)).set(max(0, high - position))
-
-
-class _Stopping(Exception):
-    """SIGTERM arrived while a sink was down."""
 
 
 def run_processor(settings: Settings, stop: StopFlag) -> None:
