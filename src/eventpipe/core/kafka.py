@@ -8,9 +8,13 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from eventpipe.core.logging import LIBRDKAFKA_LOGGER, RepeatFilter
+
 log = logging.getLogger(__name__)
 
-_QUIET = logging.getLogger("eventpipe.librdkafka")
+_QUIET = logging.getLogger(LIBRDKAFKA_LOGGER)
+# Every process with a Kafka client gets it, whoever set up its logging (uvicorn's workers too).
+_QUIET.addFilter(RepeatFilter())
 
 
 def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
