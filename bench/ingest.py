@@ -407,18 +407,18 @@ def _short_paths(text: str) -> str:
     return "\n".join(lines)
 
 
-def run_profile(env: dict[str, str], key: str, tmp: Path, seconds: float) -> None:
+def run_profile(env: dict[str, str], key: str, tmp: Path, seconds: float, batch: int) -> None:
     port = free_port()
     stats = tmp / "api.prof"
     args = ["-m", "bench.ingest", "--serve-profiled", str(stats)]
     api = start_api(args, {**env, "EVENTPIPE_HTTP_PORT": str(port)}, tmp / "profile.log", port)
     try:
-        spec = LoadSpec(f"http://127.0.0.1:{port}", key, 100, connections=16, seconds=seconds)
+        spec = LoadSpec(f"http://127.0.0.1:{port}", key, batch, connections=16, seconds=seconds)
         result = run_load(spec)
     finally:
         stop_api(api)
     print(
-        f"\nprofiled api (1 worker under cProfile), batch 100, 16 connections: "
+        f"\nprofiled api (1 worker under cProfile), batch {batch}, 16 connections: "
         f"{result.events_per_s:,.0f} events/s, p99 {result.latency_ms(0.99):.1f} ms"
     )
     print_profile(stats, 20)
@@ -491,7 +491,7 @@ def run(args: argparse.Namespace, tmp: Path) -> bool:
             report_targets(measured[2], measured[3], raw)
             kept = check_nothing_lost(measured, written)
             if args.profile:
-                run_profile(env, key, tmp, args.seconds)
+                run_profile(env, key, tmp, args.seconds, args.profile_batch)
             clock.say("stopping the servers")
     clock.say("done")
     return kept
@@ -510,6 +510,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warm-seconds", type=float, default=25.0, help="raw produce, uncounted")
     parser.add_argument("--raw-seconds", type=float, default=10.0, help="raw producer window")
     parser.add_argument("--profile", action="store_true", help="also profile one api worker")
+    parser.add_argument(
+        "--profile-batch", type=int, default=100, help="events per request of the profiled load"
+    )
     parser.add_argument("--serve-profiled", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args()
 

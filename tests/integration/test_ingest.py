@@ -729,6 +729,12 @@ def test_hostile_values_are_refused_with_400_not_500(
     assert [d.record.message_id for d in topic_records()] == [last]
 
 
+@pytest.mark.parametrize("path", ["/v1/batch", "/v1/track", "/v1/alias"])
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_other_methods_get_405_in_json(client: TestClient, path: str, method: str) -> None:
+    assert_error(client.request(method, path), 405, "method_not_allowed")
+
+
 def test_envelope_context_cannot_push_an_event_past_32_kb(
     client: TestClient,
     write_key: str,

@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="eventpipe", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     # Ingest first: routes are matched in order, and /v1 carries nearly all the traffic.
-    app.include_router(ingest.router)
+    app.router.routes[:0] = ingest.routes
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(projects.router)
