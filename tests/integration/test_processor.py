@@ -25,7 +25,7 @@ from eventpipe.domain.events import EventRecord, decode_record, encode_record, r
 from eventpipe.migrations.runner import upgrade
 from eventpipe.processor.aggregate import offset_field, offsets_key
 from eventpipe.processor.app import run_processor
-from eventpipe.processor.archive import ensure_partitions
+from eventpipe.processor.archive import Archive, archive_row, ensure_partitions
 from eventpipe.processor.sinks import OffsetGap, RedisStep, StepResult
 from tests.integration.support import free_port, wait_for
 
@@ -243,3 +243,49 @@ def test_processors_starting_together_create_partitions_once(database_url: str) 
             "WHERE p.relname = 'events'"
         ).fetchone()
     assert rows is not None and rows[0] == 1 + 9  # the default partition, and 9 days
+
+
+def test_two_archive_writers_with_the_same_retried_events_do_not_deadlock(
+    database_url: str,
+) -> None:
+    """The processor's two archive connections may write two batches holding the same retried
+    events, in any order; the archive keeps one row each and neither write fails."""
+    upgrade(database_url)
+    ensure_partitions(database_url, today=date(2026, 11, 25), ahead=1, retention_days=90)
+    project = str(uuid.uuid4())
+
+    def rows(prefix: str, count: int) -> list[tuple[str | int | None, ...]]:
+        return [archive_row(make_record(project, f"{prefix}-{i}", "u", "A")) for i in range(count)]
+
+    shared = rows("m", 300)
+    batches = [shared + rows("a", 100), shared[::-1] + rows("b", 100)]
+    errors: list[str] = []
+    start = threading.Barrier(2)
+
+    def write(rows: list[tuple[str | int | None, ...]]) -> None:
+        archive = Archive(database_url)
+        try:
+            archive.write([])  # connected, so both writes start together
+            start.wait(timeout=30)
+            for _ in range(20):
+                archive.write(rows)
+        except psycopg.Error as error:
+            errors.append(repr(error))
+        finally:
+            archive.close()
+
+    threads = [threading.Thread(target=write, args=(rows,)) for rows in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert archived_count(database_url, project) == 500
+
+
+def archived_count(database_url: str, project: str) -> int:
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM events WHERE project_id = %s", (project,)
+        ).fetchone()
+    return int(row[0]) if row else 0
