@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -16,6 +17,7 @@ import redis
 from eventpipe.core.config import Settings
 from eventpipe.core.kafka import admin_client, ensure_topics
 from eventpipe.local.stack import LocalStack, StackUrls
+from tests.integration.processor_support import ProcessorFleet
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +86,11 @@ def settings(
         database_url=database_url,
         state_dir=tmp_path_factory.mktemp("state"),
     )
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[ProcessorFleet]:
+    """Processor subprocesses of one test; every one still running is stopped at its end."""
+    processors = ProcessorFleet(tmp_path)
+    yield processors
+    processors.close()

@@ -26,13 +26,14 @@ import httpx
 import msgspec
 import psycopg
 import redis
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from redis.asyncio import Redis as AsyncRedis
 
-from eventpipe.core.kafka import admin_client, consumer_config, producer_config
+from eventpipe.core.kafka import consumer_config, producer_config
 from eventpipe.domain import aggregates
 from eventpipe.domain.events import EventRecord, encode_record, record_key
 from eventpipe.processor.aggregate import event_name, offset_field, offsets_key
+from tests.integration.support import group_members
 
 PARTITIONS = 3
 # The broker's smallest allowed session (group.min.session.timeout.ms): a SIGKILLed processor's
@@ -239,20 +240,8 @@ def _partition(tp: Any) -> int:
 
 def group_assignment(pipeline: Pipeline) -> list[list[int]]:
     """The partitions each member of the processors' group holds (one list per member)."""
-    # Hold the client until the answer is in: a collected AdminClient never resolves its futures.
-    admin = admin_client(pipeline.kafka_bootstrap)
-    futures = admin.describe_consumer_groups([pipeline.group], request_timeout=10)
-    try:
-        description = futures[pipeline.group].result(timeout=15)
-    except KafkaException as error:
-        # A fresh broker answers this while it loads its group state: no members known yet.
-        if error.args[0].code() == KafkaError.COORDINATOR_LOAD_IN_PROGRESS:
-            return []
-        raise
-    return sorted(
-        sorted(tp.partition for tp in member.assignment.topic_partitions)
-        for member in description.members
-    )
+    members = group_members(pipeline.kafka_bootstrap, pipeline.group) or []
+    return sorted(partitions for _, partitions in members)
 
 
 def metric(port: int, name: str) -> float:

@@ -11,6 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from confluent_kafka import KafkaError, KafkaException
+
+from eventpipe.core.kafka import admin_client
 
 
 def wait_for(
@@ -72,3 +75,21 @@ def wait_until_healthy(
         if time.monotonic() > deadline:
             raise AssertionError(f"api not healthy in time:\n{log_path.read_text()}")
         time.sleep(0.1)
+
+
+def group_members(bootstrap: str, group: str) -> list[tuple[str, list[int]]] | None:
+    """(member id, partitions held) of each member of a consumer group, sorted; None while a
+    fresh broker still loads its group state (no members known yet)."""
+    # Hold the client until the answer is in: a collected AdminClient never resolves its futures.
+    admin = admin_client(bootstrap)
+    futures = admin.describe_consumer_groups([group], request_timeout=10)
+    try:
+        description = futures[group].result(timeout=15)
+    except KafkaException as error:
+        if error.args[0].code() == KafkaError.COORDINATOR_LOAD_IN_PROGRESS:
+            return None
+        raise
+    return sorted(
+        (member.member_id, sorted(tp.partition for tp in member.assignment.topic_partitions))
+        for member in description.members
+    )

@@ -272,13 +272,6 @@ def pipeline(stack_urls: StackUrls, topic: str, dlq_topic: str, database_url: st
     return pipeline
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[ProcessorFleet]:
-    processors = ProcessorFleet(tmp_path)
-    yield processors
-    processors.close()
-
-
 def test_a_processor_counts_a_replayed_event_once_and_dead_letters_poison_again(
     pipeline: Pipeline, fleet: ProcessorFleet
 ) -> None:

@@ -12,18 +12,18 @@ from pathlib import Path
 import psycopg
 import redis
 from arq.connections import RedisSettings, create_pool
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from fastapi.testclient import TestClient
 
 from eventpipe.api.app import create_app
 from eventpipe.core.config import Settings
-from eventpipe.core.kafka import admin_client, consumer_config, producer_config
+from eventpipe.core.kafka import consumer_config, producer_config
 from eventpipe.core.signals import StopFlag
 from eventpipe.local.stack import StackUrls
 from eventpipe.migrations.runner import downgrade, upgrade
 from eventpipe.processor.app import run_processor
 from eventpipe.worker.app import QUEUE_NAME, build_worker
-from tests.integration.support import free_port, wait_for
+from tests.integration.support import free_port, group_members, wait_for
 
 
 def test_produce_and_consume_with_project_settings(
@@ -132,17 +132,9 @@ def test_unknown_route_answers_json(settings: Settings) -> None:
     assert response.json()["error"]["code"] == "not_found"
 
 
-def _group_members(bootstrap: str, group: str) -> int | None:
-    """Members of the group; None while a fresh broker still loads its group state."""
-    admin = admin_client(bootstrap)  # must outlive its futures, or they never complete
-    futures = admin.describe_consumer_groups([group], request_timeout=5)
-    try:
-        description = futures[group].result(timeout=10)
-    except KafkaException as error:
-        if error.args[0].code() == KafkaError.COORDINATOR_LOAD_IN_PROGRESS:
-            return None
-        raise
-    return len(description.members)
+def _member_count(bootstrap: str, group: str) -> int | None:
+    members = group_members(bootstrap, group)
+    return None if members is None else len(members)
 
 
 def test_processor_joins_its_group_and_leaves_on_stop(settings: Settings, topic: str) -> None:
@@ -156,12 +148,12 @@ def test_processor_joins_its_group_and_leaves_on_stop(settings: Settings, topic:
     thread = threading.Thread(target=run_processor, args=(processor_settings, stop))
     thread.start()
     try:
-        wait_for(lambda: _group_members(settings.kafka_bootstrap or "", group) == 1, what="join")
+        wait_for(lambda: _member_count(settings.kafka_bootstrap or "", group) == 1, what="join")
     finally:
         stop.set()
         thread.join(timeout=30)
     assert not thread.is_alive()
-    assert _group_members(settings.kafka_bootstrap, group) == 0
+    assert _member_count(settings.kafka_bootstrap, group) == 0
 
 
 def test_worker_takes_a_job_from_the_queue(settings: Settings) -> None:

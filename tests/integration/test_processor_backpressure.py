@@ -12,9 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
 
-from eventpipe.core.kafka import admin_client
 from eventpipe.local.postgres import start_postgres
 from eventpipe.local.process import free_port
 from eventpipe.local.redis import start_redis
@@ -28,7 +26,7 @@ from tests.integration.processor_support import (
     Workload,
     metric,
 )
-from tests.integration.support import wait_for
+from tests.integration.support import group_members, wait_for
 from tests.integration.test_processor_faults import (
     OwnServer,
     assert_exact,
@@ -70,29 +68,12 @@ def pipeline(
         yield value
 
 
-def group_members(pipeline: Pipeline) -> list[tuple[str, list[int]]]:
-    """(member id, partitions held) of each member of the processors' group."""
-    # Hold the client until the answer is in: a collected AdminClient never resolves its futures.
-    admin = admin_client(pipeline.kafka_bootstrap)
-    futures = admin.describe_consumer_groups([pipeline.group], request_timeout=10)
-    try:
-        description = futures[pipeline.group].result(timeout=15)
-    except KafkaException as error:
-        if error.args[0].code() == KafkaError.COORDINATOR_LOAD_IN_PROGRESS:
-            return []
-        raise
-    return sorted(
-        (member.member_id, sorted(tp.partition for tp in member.assignment.topic_partitions))
-        for member in description.members
-    )
-
-
 def the_one_member(pipeline: Pipeline) -> str:
     """Wait until a single member holds every partition; its member id."""
     seen: list[list[tuple[str, list[int]]]] = [[]]
 
     def one() -> bool:
-        seen[0] = group_members(pipeline)
+        seen[0] = group_members(pipeline.kafka_bootstrap, pipeline.group) or []
         return len(seen[0]) == 1 and seen[0][0][1] == EVERY_PARTITION
 
     wait_for(one, timeout=60, what="one member holding every partition", detail=lambda: str(seen))
@@ -105,7 +86,7 @@ def hold_outage(pipeline: Pipeline, member: str, seconds: float) -> None:
     deadline = time.monotonic() + seconds
 
     def held() -> bool:
-        members = group_members(pipeline)
+        members = group_members(pipeline.kafka_bootstrap, pipeline.group) or []
         assert members == [(member, EVERY_PARTITION)], f"the group changed mid-outage: {members}"
         return time.monotonic() > deadline
 

@@ -16,7 +16,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -85,13 +84,6 @@ def pipeline(stack_urls: StackUrls, topic: str, database_url: str) -> Iterator[P
         stack_urls, topic, redis_url=stack_urls.redis_url, database_url=database_url
     ) as value:
         yield value
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[ProcessorFleet]:
-    processors = ProcessorFleet(tmp_path)
-    yield processors
-    processors.close()
 
 
 @pytest.fixture
