@@ -146,6 +146,6 @@ def plan_step(partition: int, records: list[EventRecord]) -> StepArgs:
             pair = by_hour[hour_key] = step.unique_pair(
                 f"{users}:hour:{project}:{stamp[:10]}", f"{users}:day:{project}:{stamp[:8]}"
             )
-        digest = blake2b(f"{project}:{record.message_id}".encode(), digest_size=16).digest()
+        digest = _digest(project, record.message_id)
         events.append((seen_prefix + digest, name_group, pair, record.distinct_id))
     return step

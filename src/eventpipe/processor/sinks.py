@@ -39,13 +39,10 @@ class RedisStep:
         self, partition: int, records: list[EventRecord], first_offset: int, next_offset: int
     ) -> StepResult:
         """Apply one partition's batch; `first_offset` -1 accepts a gap (retention deleted it)."""
-        step = plan_step(partition, records)
-        argv = step.argv(self._field, first_offset, next_offset, self._dedupe_ttl_s)
-        new, duplicates = self._script(keys=[offsets_key(partition)], args=argv)
-        if new == -1:
-            raise OffsetGap(int(duplicates))
-        skipped = new == 0 and duplicates == 0 and bool(records)
-        return StepResult(int(new), int(duplicates), skipped)
+        answer = self.apply_many([(partition, records, first_offset, next_offset)])[0]
+        if isinstance(answer, OffsetGap):
+            raise answer
+        return answer
 
     def apply_many(
         self, works: list[tuple[int, list[EventRecord], int, int]]
