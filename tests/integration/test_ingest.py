@@ -521,6 +521,34 @@ def test_gzip_bodies_are_accepted(
     assert all(json_value(d.record.properties) == PROPERTIES for d in records.values())
 
 
+CONTENT_TYPES = {
+    # rudder-sdk-node 3.x posts its gzip JSON batches as a form; browsers send text/plain.
+    "form": "application/x-www-form-urlencoded",
+    "text": "text/plain;charset=UTF-8",
+    "octets": "application/octet-stream",
+    "none": None,
+}
+
+
+def test_json_is_read_whatever_the_content_type_says(
+    client: TestClient, write_key: str, unique: str, topic_records: Callable[[], list[Delivered]]
+) -> None:
+    for name, content_type in CONTENT_TYPES.items():
+        body = {"batch": [track(messageId=f"{name}-{unique}")]}
+        request = client.build_request(
+            "POST", "/v1/batch", content=gzip.compress(json.dumps(body).encode()),
+            headers={**basic(write_key), "Content-Encoding": "gzip"},
+        )  # fmt: skip
+        request.headers.pop("Content-Type", None)
+        if content_type is not None:
+            request.headers["Content-Type"] = content_type
+        response = client.send(request)
+        assert response.status_code == 200, (name, response.text)
+
+    ids = by_message_id(topic_records()).keys()
+    assert ids == {f"{name}-{unique}" for name in CONTENT_TYPES}
+
+
 # --- refusals: status, error body, and nothing in the topic -------------------------------------
 
 
@@ -599,11 +627,11 @@ REFUSALS: dict[str, Refusal] = {
     "batch of 2,501 events": Refusal(
         "/v1/batch", batch_of(*[{"type": "identify", "userId": "u"}] * 2501), 400, "batch_too_large"
     ),
-    "form content type": Refusal(
+    "form content type that is not JSON": Refusal(
         "/v1/batch",
-        batch_of(track()),
+        b"batch=1&sentAt=2024",
         400,
-        "unsupported_content_type",
+        "malformed_json",
         None,
         {"Content-Type": "application/x-www-form-urlencoded"},
     ),

@@ -10,17 +10,6 @@ from eventpipe.ingest.segment import MAX_REQUEST_BYTES, IngestError
 TOO_LARGE = f"the request is larger than {MAX_REQUEST_BYTES // 1024} KB"
 
 
-def check_content_type(content_type: str | None) -> None:
-    media_type = (content_type or "").split(";", 1)[0].strip().lower()
-    # text/plain is what browsers' sendBeacon sends; its body is the same JSON.
-    if media_type not in ("application/json", "text/plain"):
-        raise IngestError(
-            400,
-            "unsupported_content_type",
-            f"Content-Type must be application/json, not {media_type or 'missing'!r}",
-        )
-
-
 async def read_limited(stream: AsyncIterator[bytes], limit: int = MAX_REQUEST_BYTES) -> bytes:
     """The whole body, refusing it as soon as it passes `limit` (nothing more is buffered)."""
     chunks: list[bytes] = []

@@ -21,7 +21,7 @@ from eventpipe.api.resources import Resources
 from eventpipe.auth.writekeys import ResolvedKey
 from eventpipe.core.errors import error_response
 from eventpipe.domain.events import encode_record, record_key
-from eventpipe.ingest.body import check_content_type, decode_content, read_limited
+from eventpipe.ingest.body import decode_content, read_limited
 from eventpipe.ingest.producer import KafkaUnavailable
 from eventpipe.ingest.ratelimit import over_limit
 from eventpipe.ingest.segment import IngestError, build_records, decode_envelope
@@ -74,7 +74,9 @@ async def _rate_limited(resources: Resources, resolved: ResolvedKey, events: int
 async def ingest(request: Request, implied_type: str | None) -> Response:
     resources: Resources = request.app.state.resources
     headers = request.headers
-    check_content_type(headers.get("content-type"))
+    # Content-Type is not checked: the body is JSON whatever it says, as Segment's and
+    # RudderStack's servers read it (rudder-sdk-node sends x-www-form-urlencoded, browsers
+    # text/plain); a body that does not parse is refused below.
     header_key = basic_auth_user(headers.get("authorization"))
     # A key in the header is checked before the body is read, so a bad one costs no parsing.
     resolved = await _resolve(resources, header_key) if header_key is not None else None
