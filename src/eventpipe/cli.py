@@ -59,6 +59,9 @@ def api(
         workers=workers,
         log_level=settings.log_level.lower(),
         access_log=False,
+        # uvicorn believes X-Forwarded-For from loopback by default: only the named proxies.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=[str(network) for network in settings.trusted_proxies],
     )
 
 

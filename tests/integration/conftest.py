@@ -17,6 +17,16 @@ import redis
 from eventpipe.core.config import Settings
 from eventpipe.core.kafka import admin_client, ensure_topics
 from eventpipe.local.stack import LocalStack, StackUrls
+from tests.integration.ingest_fixtures import (  # noqa: F401 - fixtures, found by name
+    account_factory,
+    app_settings,
+    client,
+    owner,
+    project_id,
+    sentinel,
+    topic_records,
+    write_key,
+)
 from tests.integration.processor_support import ProcessorFleet
 
 
@@ -51,11 +61,11 @@ def group_id(unique: str) -> str:
 def redis_prefix(stack_urls: StackUrls, unique: str) -> Iterator[str]:
     prefix = f"test:{unique}:"
     yield prefix
-    client = redis.Redis.from_url(stack_urls.redis_url)
-    keys = list(client.scan_iter(match=f"{prefix}*"))
+    server = redis.Redis.from_url(stack_urls.redis_url)
+    keys = list(server.scan_iter(match=f"{prefix}*"))
     if keys:
-        client.delete(*keys)
-    client.close()
+        server.delete(*keys)
+    server.close()
 
 
 def _admin_url(database_url: str, database: str) -> str:

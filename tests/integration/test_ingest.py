@@ -15,7 +15,7 @@ import time
 import tracemalloc
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +33,6 @@ from eventpipe.auth.keys import generate_key_file
 from eventpipe.core.config import Settings
 from eventpipe.core.kafka import consumer_config
 from eventpipe.domain.events import EventRecord, decode_record
-from eventpipe.local.stack import StackUrls
 from eventpipe.migrations.runner import upgrade
 
 pytestmark = pytest.mark.integration
@@ -192,63 +191,6 @@ def parse_iso(value: str) -> datetime:
 
 def iso_ms(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-# --- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def app_settings(settings: Settings, topic: str, tmp_path: Path) -> Settings:
-    return api_settings(settings, tmp_path / "keys", events_topic=topic)
-
-
-@pytest.fixture
-def client(app_settings: Settings) -> Iterator[TestClient]:
-    # Server errors come back as responses, so "never 500" is an assertion, not a crash.
-    with TestClient(create_app(app_settings), raise_server_exceptions=False) as test_client:
-        yield test_client
-
-
-@pytest.fixture
-def account_factory(
-    client: TestClient, app_settings: Settings, unique: str
-) -> Callable[[str], Account]:
-    return lambda who: sign_in(client, app_settings, f"{who}-{unique}@example.com")
-
-
-@pytest.fixture
-def owner(account_factory: Callable[[str], Account]) -> Account:
-    return account_factory("owner")
-
-
-@pytest.fixture
-def project_id(client: TestClient, owner: Account) -> str:
-    return create_project(client, owner)
-
-
-@pytest.fixture
-def write_key(client: TestClient, owner: Account, project_id: str) -> str:
-    key: str = create_write_key(client, owner, project_id)["key"]
-    return key
-
-
-@pytest.fixture
-def topic_records(stack_urls: StackUrls, topic: str) -> Callable[[], list[Delivered]]:
-    return lambda: read_topic(stack_urls.kafka_bootstrap, topic)
-
-
-@pytest.fixture
-def sentinel(client: TestClient, write_key: str, unique: str) -> Callable[[], str]:
-    """Sends one valid event; its messageId. Read after refusals: it must be all there is."""
-
-    def send() -> str:
-        message_id = f"sentinel-{unique}"
-        body = {"userId": "sentinel", "event": "Sentinel", "messageId": message_id}
-        response = post_event(client, "/v1/track", body, write_key)
-        assert response.status_code == 200, response.text
-        return message_id
-
-    return send
 
 
 # --- every route, and what a record keeps ------------------------------------------------------
@@ -891,7 +833,7 @@ def test_write_key_is_shown_once_and_listed_by_prefix(
 
     listed = client.get(keys_path(project_id), headers=owner.headers)
     assert listed.status_code == 200
-    entry = {"id", "name", "prefix", "created_at", "revoked_at"}
+    entry = {"id", "name", "prefix", "created_at", "revoked_at", "allowed_origins"}
     assert [set(item) for item in listed.json()] == [entry]
     assert listed.json()[0]["id"] == created["id"]
     assert key not in listed.text and key[10:] not in listed.text

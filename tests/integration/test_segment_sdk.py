@@ -107,8 +107,10 @@ def assert_arrived_as_sent(record: Any, message: Json, project_id_seen: set[str]
     assert record.name == message.get("name")
     assert record.group_id == message.get("groupId")
     assert record.previous_id == message.get("previousId")
-    for field in ("properties", "traits", "context", "integrations"):
+    for field in ("properties", "traits", "integrations"):
         assert json_value(getattr(record, field)) == message.get(field), field
+    # The sender's address is recorded where the SDK sent none; a context.ip sent is kept.
+    assert json_value(record.context) == {"ip": "127.0.0.1", **message["context"]}
     # The SDK stamps `timestamp` and the envelope's `sentAt` from the same clock.
     assert record.original_timestamp is not None and record.sent_at is not None
     original = datetime.fromisoformat(record.original_timestamp)

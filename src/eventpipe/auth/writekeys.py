@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -25,7 +26,11 @@ def hash_key(key: str) -> str:
 
 
 async def create_write_key(
-    session: AsyncSession, *, project_id: uuid.UUID, name: str
+    session: AsyncSession,
+    *,
+    project_id: uuid.UUID,
+    name: str,
+    allowed_origins: Sequence[str] = (),
 ) -> tuple[WriteKey, str]:
     key = KEY_PREFIX + secrets.token_urlsafe(24)
     row = WriteKey(
@@ -34,6 +39,7 @@ async def create_write_key(
         name=name,
         prefix=key[:SHOWN_PREFIX],
         key_hash=hash_key(key),
+        allowed_origins=list(allowed_origins),
     )
     session.add(row)
     await session.flush()
@@ -45,6 +51,28 @@ async def write_keys_of(session: AsyncSession, *, project_id: uuid.UUID) -> list
         select(WriteKey).where(WriteKey.project_id == project_id).order_by(WriteKey.created_at)
     )
     return list(rows)
+
+
+async def update_write_key(
+    session: AsyncSession,
+    *,
+    project_id: uuid.UUID,
+    key_id: uuid.UUID,
+    name: str | None,
+    allowed_origins: list[str] | None,
+) -> WriteKey | None:
+    """Rename a key or change its origins; None if the project has no such key."""
+    row = await session.scalar(
+        select(WriteKey).where(WriteKey.id == key_id, WriteKey.project_id == project_id)
+    )
+    if row is None:
+        return None
+    if name is not None:
+        row.name = name
+    if allowed_origins is not None:
+        row.allowed_origins = allowed_origins
+    await session.flush()
+    return row
 
 
 async def revoke_write_key(
@@ -66,6 +94,8 @@ async def revoke_write_key(
 class ResolvedKey:
     key_id: str
     project_id: str
+    # Browser origins that may send with the key; empty: any.
+    allowed_origins: tuple[str, ...] = ()
 
 
 class WriteKeyResolver:
@@ -87,12 +117,16 @@ class WriteKeyResolver:
         async with self._sessions() as session:
             row = (
                 await session.execute(
-                    select(WriteKey.id, WriteKey.project_id).where(
+                    select(WriteKey.id, WriteKey.project_id, WriteKey.allowed_origins).where(
                         WriteKey.key_hash == digest, WriteKey.revoked_at.is_(None)
                     )
                 )
             ).one_or_none()
-        answer = ResolvedKey(str(row.id), str(row.project_id)) if row is not None else None
+        answer = (
+            ResolvedKey(str(row.id), str(row.project_id), tuple(row.allowed_origins))
+            if row is not None
+            else None
+        )
         if self._cache is not None:
             self._cache[digest] = answer
         return answer

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AnyHttpUrl,
     Field,
+    IPvAnyNetwork,
     PostgresDsn,
     RedisDsn,
     SecretStr,
@@ -16,7 +18,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "EVENTPIPE_"
 _BOOTSTRAP_ENTRY = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
@@ -50,6 +52,12 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: Port = 8000
+    # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed; from anyone else those headers are ignored.
+    trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = []
+    # The URL browsers reach the api at, for the SDK settings it serves (apiHost, dataPlaneUrl);
+    # unset: the URL each request came in on.
+    public_url: AnyHttpUrl | None = None
     partitions: Annotated[int, Field(ge=1, le=1000)] = 12
 
     events_topic: str = "eventpipe.events"
@@ -106,6 +114,13 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [entry.strip() for entry in value.split(",") if entry.strip()]
+        return value
 
     @field_validator("kafka_bootstrap")
     @classmethod

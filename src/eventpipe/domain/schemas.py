@@ -6,8 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
+from eventpipe.auth.origins import MAX_ORIGINS, normalize_origin
 from eventpipe.auth.passwords import MAX_LENGTH
 from eventpipe.domain.tables import Role
 
@@ -73,8 +74,20 @@ class MemberPublic(BaseModel):
     role: Role
 
 
+Origin = Annotated[str, StringConstraints(max_length=300), AfterValidator(normalize_origin)]
+Origins = Annotated[list[Origin], Field(max_length=MAX_ORIGINS)]
+
+
 class WriteKeyCreate(StrictBody):
     name: Name = "default"
+    # Browser origins allowed to send with the key, as https://shop.example.com or
+    # https://*.example.com; empty (the default): any origin, as a public browser key is.
+    allowed_origins: Origins = []
+
+
+class WriteKeyUpdate(StrictBody):
+    name: Name | None = None
+    allowed_origins: Origins | None = None
 
 
 class WriteKeyPublic(BaseModel):
@@ -85,6 +98,7 @@ class WriteKeyPublic(BaseModel):
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    allowed_origins: list[str]
 
 
 class WriteKeyCreated(WriteKeyPublic):

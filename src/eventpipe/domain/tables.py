@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, MetaData, String, func
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, MetaData, String, Text, func
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -98,3 +99,5 @@ class WriteKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Browser origins allowed to send with this key (scheme://host[:port]); empty: any.
+    allowed_origins: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")

@@ -189,6 +189,30 @@ def merge_raw(outer: msgspec.Raw, inner: msgspec.Raw, index: int) -> msgspec.Raw
     return msgspec.Raw(orjson.dumps({**base, **top}))
 
 
+def with_ip(context: msgspec.Raw, ip: bytes | None, index: int) -> msgspec.Raw:
+    """`context` with `"ip": ip` added when the client did not send one (Segment does the same).
+
+    `ip` is already a JSON string. Most contexts have no `"ip"` at all, so they are extended as
+    bytes; only one that mentions it is parsed to tell a key from a value.
+    """
+    if ip is None:
+        return context
+    if context is NULL or context == NULL or len(context) == 0:
+        return msgspec.Raw(b'{"ip":' + ip + b"}")
+    data = bytes(context)
+    if b'"ip"' in data:
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError as error:
+            raise bad_event(index, f"context: {error}") from error
+        if not isinstance(parsed, dict) or "ip" in parsed:
+            return context
+        return msgspec.Raw(orjson.dumps({"ip": orjson.loads(ip), **parsed}))
+    body = data[1:].lstrip()
+    separator = b"" if body.startswith(b"}") else b","
+    return msgspec.Raw(b'{"ip":' + ip + separator + body)
+
+
 def _object_or_null(raw: msgspec.Raw, field: str, index: int) -> msgspec.Raw:
     if raw is NULL:  # absent: msgspec hands back the default itself
         return raw
@@ -252,6 +276,7 @@ def build_record(
     *,
     project_id: str,
     clock: _Clock,
+    client_ip: bytes | None = None,
 ) -> EventRecord:
     """Validate one event and turn it into the record the processor reads."""
     event = _decode_event(raw, index)
@@ -292,9 +317,13 @@ def build_record(
         previous_id=_identifier(event.previous_id, "previousId", index),
         properties=_object_or_null(event.properties, "properties", index),
         traits=_object_or_null(event.traits, "traits", index),
-        context=merge_raw(
-            _object_or_null(envelope.context, "the batch's context", index),
-            _object_or_null(event.context, "context", index),
+        context=with_ip(
+            merge_raw(
+                _object_or_null(envelope.context, "the batch's context", index),
+                _object_or_null(event.context, "context", index),
+                index,
+            ),
+            client_ip,
             index,
         ),
         integrations=merge_raw(
@@ -306,12 +335,15 @@ def build_record(
 
 
 def build_records(
-    envelope: Envelope, *, project_id: str, received_at: datetime
+    envelope: Envelope, *, project_id: str, received_at: datetime, client_ip: str | None = None
 ) -> list[EventRecord]:
-    """Every event of the request, or the first problem (nothing is produced then)."""
+    """Every event of the request, or the first problem (nothing is produced then).
+
+    `client_ip` (the sender's address) becomes `context.ip` where the event has none."""
     check_batch_size(envelope)
     clock = _Clock(received_at)
+    ip = orjson.dumps(client_ip) if client_ip else None
     return [
-        build_record(raw, index, envelope, project_id=project_id, clock=clock)
+        build_record(raw, index, envelope, project_id=project_id, clock=clock, client_ip=ip)
         for index, raw in enumerate(envelope.items)
     ]

@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import Route
 
 from eventpipe.api.resources import Resources
+from eventpipe.auth.origins import cors_headers, origin_allowed, preflight_headers
 from eventpipe.auth.writekeys import ResolvedKey
 from eventpipe.core.errors import error_response
 from eventpipe.domain.events import encode_record, record_key
@@ -71,37 +72,77 @@ async def _rate_limited(resources: Resources, resolved: ResolvedKey, events: int
         return False
 
 
-async def ingest(request: Request, implied_type: str | None) -> Response:
-    resources: Resources = request.app.state.resources
+async def ingest(request: Request, implied_type: str | None) -> None:
+    """Read one request of the Segment API and answer only once Kafka has its events."""
     headers = request.headers
     # Content-Type is not checked: the body is JSON whatever it says, as Segment's and
     # RudderStack's servers read it (rudder-sdk-node sends x-www-form-urlencoded, browsers
     # text/plain); a body that does not parse is refused below.
     header_key = basic_auth_user(headers.get("authorization"))
     # A key in the header is checked before the body is read, so a bad one costs no parsing.
+    resources: Resources = request.app.state.resources
     resolved = await _resolve(resources, header_key) if header_key is not None else None
     body = decode_content(await read_limited(request.stream()), headers.get("content-encoding"))
+    await accept(request, body, implied_type, resolved)
+
+
+async def accept(
+    request: Request, body: bytes, implied_type: str | None, resolved: ResolvedKey | None = None
+) -> None:
+    """Validate a decoded body and produce its events; `resolved`: the header's key, if any."""
+    resources: Resources = request.app.state.resources
     envelope = decode_envelope(body, implied_type)
     if resolved is None:
         resolved = await _resolve(resources, envelope.write_key)
-    records = build_records(envelope, project_id=resolved.project_id, received_at=datetime.now(UTC))
+    origin = request.headers.get("origin")
+    if origin is not None and not origin_allowed(origin, resolved.allowed_origins):
+        raise IngestError(403, "origin_not_allowed", "this write key does not allow this origin")
+    records = build_records(
+        envelope,
+        project_id=resolved.project_id,
+        received_at=datetime.now(UTC),
+        client_ip=request.client.host if request.client else None,
+    )
     if await _rate_limited(resources, resolved, len(records)):
         raise IngestError(429, "rate_limited", "too many events for this write key")
     if resources.producer is None:
         raise IngestError(503, "unavailable", "Kafka is not configured")
     await resources.producer.send([(record_key(r), encode_record(r)) for r in records])
-    return Response(SUCCESS, media_type="application/json")
+
+
+def refusal(error: IngestError | KafkaUnavailable) -> Response:
+    """The JSON answer to a refused ingest request."""
+    if isinstance(error, KafkaUnavailable):
+        return error_response(503, "kafka_unavailable", str(error), {"Retry-After": "1"})
+    extra = {} if error.index is None else {"index": error.index}
+    headers = {"Retry-After": "1"} if error.status in (429, 503) else None
+    return error_response(error.status, error.code, error.message, headers, **extra)
+
+
+def with_cors(request: Request, response: Response) -> Response:
+    """A browser page may read an ingest answer (the key's origins decide what it may send)."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        response.headers.update(cors_headers(origin))
+    return response
 
 
 async def _answer(request: Request, implied_type: str | None) -> Response:
     try:
-        return await ingest(request, implied_type)
-    except IngestError as error:
-        extra = {} if error.index is None else {"index": error.index}
-        headers = {"Retry-After": "1"} if error.status in (429, 503) else None
-        return error_response(error.status, error.code, error.message, headers, **extra)
-    except KafkaUnavailable as error:
-        return error_response(503, "kafka_unavailable", str(error), {"Retry-After": "1"})
+        await ingest(request, implied_type)
+        response = Response(SUCCESS, media_type="application/json")
+    except (IngestError, KafkaUnavailable) as error:
+        response = refusal(error)
+    return with_cors(request, response)
+
+
+async def preflight(request: Request) -> Response:
+    """A browser's CORS preflight of an ingest route: any origin may ask; the key decides."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return error_response(400, "not_a_preflight", "a CORS preflight carries an Origin header")
+    requested = request.headers.get("access-control-request-headers")
+    return Response(status_code=204, headers=preflight_headers(origin, requested))
 
 
 async def batch(request: Request) -> Response:
@@ -109,12 +150,13 @@ async def batch(request: Request) -> Response:
     return await _answer(request, None)
 
 
-def _single(kind: str) -> Route:
+def _single(kind: str, path: str | None = None) -> Route:
     async def endpoint(request: Request) -> Response:
         return await _answer(request, kind)
 
     endpoint.__doc__ = f"One {kind} event."
-    return Route(f"/v1/{kind}", endpoint, methods=["POST"], name=kind)
+    path = path or f"/v1/{kind}"
+    return Route(path, endpoint, methods=["POST"], name=path.removeprefix("/v1/"))
 
 
 # Plain Starlette routes, not FastAPI's: the endpoints read the request themselves, and FastAPI's
@@ -122,3 +164,8 @@ def _single(kind: str) -> Route:
 # event's whole cost in the api. Segment's API is documented in docs/ingest.md, not OpenAPI.
 routes = [Route("/v1/batch", batch, methods=["POST"], name="batch")]
 routes += [_single(kind) for kind in SINGLE_TYPES]
+# analytics.js posts to the first letter of each type (/v1/t, /v1/p, ...) and batches to /v1/b.
+routes += [Route("/v1/b", batch, methods=["POST"], name="batch_short")]
+routes += [_single(kind, f"/v1/{kind[0]}") for kind in SINGLE_TYPES]
+# After the POST routes, which carry the traffic and are matched first.
+preflights = [Route(route.path, preflight, methods=["OPTIONS"]) for route in routes]
