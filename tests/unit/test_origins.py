@@ -8,7 +8,7 @@ import pytest
 
 from eventpipe.auth.origins import normalize_origin, origin_allowed, preflight_headers
 from eventpipe.domain.events import NULL
-from eventpipe.ingest.segment import with_ip
+from eventpipe.ingest.context import traits_of, with_ip
 
 
 @pytest.mark.parametrize(
@@ -73,3 +73,12 @@ def test_context_ip_is_added_where_the_client_sent_none(
     raw = context if isinstance(context, msgspec.Raw) else msgspec.Raw(context)
     assert orjson.loads(bytes(with_ip(raw, IP, 0))) == expected
     assert with_ip(raw, None, 0) is raw
+
+
+def test_an_identify_without_traits_takes_rudderstacks_context_traits() -> None:
+    context = msgspec.Raw(b'{"library": {"name": "x"}, "traits": {"plan": "pro"}}')
+    assert orjson.loads(bytes(traits_of(NULL, context, 0))) == {"plan": "pro"}
+    own = msgspec.Raw(b'{"plan": "free"}')
+    assert traits_of(own, context, 0) is own
+    assert traits_of(NULL, msgspec.Raw(b'{"traits": "no"}'), 0) is NULL
+    assert traits_of(NULL, NULL, 0) is NULL

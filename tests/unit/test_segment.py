@@ -9,10 +9,10 @@ import pytest
 
 from eventpipe.domain.events import decode_record, encode_record, record_key
 from eventpipe.ingest.body import decode_content
+from eventpipe.ingest.errors import IngestError
 from eventpipe.ingest.segment import (
     MAX_EVENT_BYTES,
     MAX_REQUEST_BYTES,
-    IngestError,
     build_records,
     corrected_time,
     decode_envelope,

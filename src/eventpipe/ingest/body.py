@@ -5,7 +5,8 @@ from __future__ import annotations
 import zlib
 from collections.abc import AsyncIterator
 
-from eventpipe.ingest.segment import MAX_REQUEST_BYTES, IngestError
+from eventpipe.ingest.errors import IngestError
+from eventpipe.ingest.segment import MAX_REQUEST_BYTES
 
 TOO_LARGE = f"the request is larger than {MAX_REQUEST_BYTES // 1024} KB"
 

@@ -14,27 +14,14 @@ import msgspec
 import orjson
 
 from eventpipe.domain.events import EVENT_TYPES, NULL, EventRecord
+from eventpipe.ingest.context import merge_raw, object_or_null, traits_of, with_ip
+from eventpipe.ingest.errors import IngestError, bad_event
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024
 MAX_BATCH_EVENTS = 2500
 MAX_MESSAGE_ID = 100
 MAX_ID = 1024
-
-
-class IngestError(Exception):
-    """Why a request is refused: an HTTP status, a stable code, a message, maybe an event index."""
-
-    def __init__(self, status: int, code: str, message: str, index: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.index = index
-
-
-def bad_event(index: int, message: str) -> IngestError:
-    return IngestError(400, "invalid_event", f"event {index}: {message}", index)
 
 
 Identifier = str | int | None
@@ -174,55 +161,6 @@ def corrected_time(
     return original or received_at
 
 
-def merge_raw(outer: msgspec.Raw, inner: msgspec.Raw, index: int) -> msgspec.Raw:
-    """The envelope's object under the event's own (the event's keys win)."""
-    if outer is NULL or outer == NULL or len(outer) == 0:
-        return inner
-    if inner is NULL or inner == NULL or len(inner) == 0:
-        return outer
-    try:
-        base, top = orjson.loads(bytes(outer)), orjson.loads(bytes(inner))
-    except orjson.JSONDecodeError as error:  # orjson refuses nesting deeper than 1024
-        raise bad_event(index, f"context: {error}") from error
-    if not (isinstance(base, dict) and isinstance(top, dict)):
-        return inner
-    return msgspec.Raw(orjson.dumps({**base, **top}))
-
-
-def with_ip(context: msgspec.Raw, ip: bytes | None, index: int) -> msgspec.Raw:
-    """`context` with `"ip": ip` added when the client did not send one (Segment does the same).
-
-    `ip` is already a JSON string. Most contexts have no `"ip"` at all, so they are extended as
-    bytes; only one that mentions it is parsed to tell a key from a value.
-    """
-    if ip is None:
-        return context
-    if context is NULL or context == NULL or len(context) == 0:
-        return msgspec.Raw(b'{"ip":' + ip + b"}")
-    data = bytes(context)
-    if b'"ip"' in data:
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError as error:
-            raise bad_event(index, f"context: {error}") from error
-        if not isinstance(parsed, dict) or "ip" in parsed:
-            return context
-        return msgspec.Raw(orjson.dumps({"ip": orjson.loads(ip), **parsed}))
-    body = data[1:].lstrip()
-    separator = b"" if body.startswith(b"}") else b","
-    return msgspec.Raw(b'{"ip":' + ip + separator + body)
-
-
-def _object_or_null(raw: msgspec.Raw, field: str, index: int) -> msgspec.Raw:
-    if raw is NULL:  # absent: msgspec hands back the default itself
-        return raw
-    # msgspec hands back the exact JSON span, so its first byte tells the JSON type.
-    first = memoryview(raw)[:1].tobytes()
-    if first and first not in (b"{", b"n"):
-        raise bad_event(index, f"{field} must be a JSON object")
-    return raw
-
-
 def _decode_event(raw: msgspec.Raw, index: int) -> IncomingEvent:
     try:
         return _event_decoder.decode(raw)
@@ -297,6 +235,13 @@ def build_record(
             timestamp_iso = iso(corrected_time(clock.received_at, sent_at[0], original[0]))
         except OverflowError as error:
             raise bad_event(index, "timestamp and sentAt are too far apart") from error
+    context = merge_raw(
+        object_or_null(envelope.context, "the batch's context", index),
+        object_or_null(event.context, "context", index),
+        index,
+    )
+    context = with_ip(context, client_ip, index)
+    traits = object_or_null(event.traits, "traits", index)
     return EventRecord(
         project_id=project_id,
         # Without a client messageId a retry cannot be recognised; Segment does the same.
@@ -315,20 +260,12 @@ def build_record(
         category=event.category,
         group_id=_identifier(event.group_id, "groupId", index),
         previous_id=_identifier(event.previous_id, "previousId", index),
-        properties=_object_or_null(event.properties, "properties", index),
-        traits=_object_or_null(event.traits, "traits", index),
-        context=with_ip(
-            merge_raw(
-                _object_or_null(envelope.context, "the batch's context", index),
-                _object_or_null(event.context, "context", index),
-                index,
-            ),
-            client_ip,
-            index,
-        ),
+        properties=object_or_null(event.properties, "properties", index),
+        traits=traits_of(traits, context, index) if kind == "identify" else traits,
+        context=context,
         integrations=merge_raw(
-            _object_or_null(envelope.integrations, "the batch's integrations", index),
-            _object_or_null(event.integrations, "integrations", index),
+            object_or_null(envelope.integrations, "the batch's integrations", index),
+            object_or_null(event.integrations, "integrations", index),
             index,
         ),
     )

@@ -23,9 +23,10 @@ from eventpipe.auth.writekeys import ResolvedKey
 from eventpipe.core.errors import error_response
 from eventpipe.domain.events import encode_record, record_key
 from eventpipe.ingest.body import decode_content, read_limited
+from eventpipe.ingest.errors import IngestError
 from eventpipe.ingest.producer import KafkaUnavailable
 from eventpipe.ingest.ratelimit import over_limit
-from eventpipe.ingest.segment import IngestError, build_records, decode_envelope
+from eventpipe.ingest.segment import build_records, decode_envelope
 
 log = logging.getLogger(__name__)
 SUCCESS = b'{"success":true}'

@@ -14,8 +14,9 @@ from fastapi.responses import Response
 from starlette.routing import Route
 
 from eventpipe.api.routes.ingest import SINGLE_TYPES, accept, refusal, with_cors
+from eventpipe.ingest.errors import IngestError
 from eventpipe.ingest.producer import KafkaUnavailable
-from eventpipe.ingest.segment import MAX_EVENT_BYTES, IngestError
+from eventpipe.ingest.segment import MAX_EVENT_BYTES
 
 # A transparent 1x1 GIF (42 bytes).
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
