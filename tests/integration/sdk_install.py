@@ -73,7 +73,11 @@ def node_client(script: str) -> list[str]:
         scratch = target.with_name(target.name + ".partial")
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.copytree(source, scratch, ignore=shutil.ignore_patterns("node_modules"))
-        _run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], scratch)
+        # --ignore-scripts: only an optional native build of a dependency the programs never use.
+        _run(
+            ["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
+            scratch,
+        )
         scratch.rename(target)
     return ["node", str(target / script)]
 
@@ -87,7 +91,7 @@ def go_client(name: str) -> list[str]:
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         # The machine's Go builds it; never fetch another toolchain.
-        env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
+        env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly -buildvcs=false"}
         for program in ("segment", "rudder"):
             _run(["go", "build", "-o", str(scratch / program), f"./{program}"], source, env)
         scratch.rename(target)
