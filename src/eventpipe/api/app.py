@@ -9,7 +9,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from eventpipe.api.resources import close_resources, open_resources
-from eventpipe.api.routes import auth, health, ingest, pixel, projects, writekeys
+from eventpipe.api.routes import (
+    auth,
+    health,
+    ingest,
+    pixel,
+    projects,
+    sdksettings,
+    writekeys,
+)
 from eventpipe.core.config import Settings, get_settings
 from eventpipe.core.errors import install_error_handlers
 
@@ -37,5 +45,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(projects.router)
     app.include_router(writekeys.router)
-    app.router.routes += pixel.routes + ingest.preflights
+    app.router.routes += pixel.routes + sdksettings.routes + ingest.preflights
     return app

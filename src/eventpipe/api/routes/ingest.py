@@ -44,7 +44,7 @@ def basic_auth_user(header: str | None) -> str | None:
     return decoded.partition(":")[0] or None
 
 
-async def _resolve(resources: Resources, key: str | None) -> ResolvedKey:
+async def resolve_key(resources: Resources, key: str | None) -> ResolvedKey:
     if not key:
         raise IngestError(401, "missing_write_key", "send the write key as the Basic-auth user")
     if resources.write_keys is None:
@@ -82,7 +82,7 @@ async def ingest(request: Request, implied_type: str | None) -> None:
     header_key = basic_auth_user(headers.get("authorization"))
     # A key in the header is checked before the body is read, so a bad one costs no parsing.
     resources: Resources = request.app.state.resources
-    resolved = await _resolve(resources, header_key) if header_key is not None else None
+    resolved = await resolve_key(resources, header_key) if header_key is not None else None
     body = decode_content(await read_limited(request.stream()), headers.get("content-encoding"))
     await accept(request, body, implied_type, resolved)
 
@@ -94,7 +94,7 @@ async def accept(
     resources: Resources = request.app.state.resources
     envelope = decode_envelope(body, implied_type)
     if resolved is None:
-        resolved = await _resolve(resources, envelope.write_key)
+        resolved = await resolve_key(resources, envelope.write_key)
     origin = request.headers.get("origin")
     if origin is not None and not origin_allowed(origin, resolved.allowed_origins):
         raise IngestError(403, "origin_not_allowed", "this write key does not allow this origin")

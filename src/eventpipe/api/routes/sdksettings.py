@@ -1,0 +1,129 @@
+"""What the browser SDKs fetch before they send, served from the write key's project, so that a
+page needs nothing from Segment's or RudderStack's CDN and sends every event here.
+
+- analytics.js (`@segment/analytics-next`), loaded with `cdnURL` at eventpipe, reads
+  `/v1/projects/<writeKey>/settings`: its Segment.io integration's `apiHost` points back here.
+- RudderStack's JS SDK v3, loaded with `configUrl` at eventpipe, reads `/sourceConfig/`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import Request
+from fastapi.responses import Response
+from starlette.routing import Route
+
+from eventpipe.api.routes.ingest import (
+    basic_auth_user,
+    preflight,
+    refusal,
+    resolve_key,
+    with_cors,
+)
+from eventpipe.auth.origins import origin_allowed
+from eventpipe.auth.writekeys import ResolvedKey
+from eventpipe.core.errors import json_response
+from eventpipe.ingest.errors import IngestError
+from eventpipe.ingest.producer import KafkaUnavailable
+
+# The SDKs cache nothing themselves; a short shared cache spares the database on busy pages.
+CACHE = {"Cache-Control": "public, max-age=60"}
+
+
+def public_url(request: Request) -> str:
+    """Where browsers reach this api: the setting, else the URL this request came in on."""
+    configured = request.app.state.resources.settings.public_url
+    if configured is not None:
+        return str(configured).rstrip("/")
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+async def _key_for_page(request: Request, key: str | None) -> ResolvedKey:
+    resolved = await resolve_key(request.app.state.resources, key)
+    origin = request.headers.get("origin")
+    if origin is not None and not origin_allowed(origin, resolved.allowed_origins):
+        raise IngestError(403, "origin_not_allowed", "this write key does not allow this origin")
+    return resolved
+
+
+def segment_settings(write_key: str, base_url: str) -> dict[str, object]:
+    """analytics.js's project settings: send to this api, load nothing else, report nothing."""
+    scheme, _, host = base_url.partition("://")
+    return {
+        "integrations": {
+            "Segment.io": {
+                "apiKey": write_key,
+                "apiHost": f"{host}/v1",
+                "protocol": scheme,
+                "unbundledIntegrations": [],
+                "addBundledMetadata": True,
+                "maybeBundledConfigIds": {},
+            }
+        },
+        "plan": {"track": {"__default": {"enabled": True, "integrations": {}}}},
+        "edgeFunction": {},
+        "analyticsNextEnabled": True,
+        "middlewareSettings": {},
+        "enabledMiddleware": {},
+        # Its client-side metrics would go to Segment's own API: none.
+        "metrics": {"sampleRate": 0},
+        "legacyVideoPluginsEnabled": False,
+        "remotePlugins": [],
+    }
+
+
+async def settings_of_project(request: Request) -> Response:
+    """analytics.js's settings for the write key in the path."""
+    write_key = request.path_params["write_key"]
+    try:
+        await _key_for_page(request, write_key)
+        body = segment_settings(write_key, public_url(request))
+        response = json_response(body, headers=CACHE)
+    except (IngestError, KafkaUnavailable) as error:
+        response = refusal(error)
+    return with_cors(request, response)
+
+
+def rudder_source_config(resolved: ResolvedKey, write_key: str) -> dict[str, object]:
+    """RudderStack's source config: one enabled source, no device-mode destinations."""
+    return {
+        "isHosted": False,
+        "source": {
+            "id": resolved.key_id,
+            "name": "eventpipe",
+            "writeKey": write_key,
+            "workspaceId": resolved.project_id,
+            "enabled": True,
+            "deleted": False,
+            "config": {
+                # The SDK's own error reports and metrics would go to RudderStack's servers.
+                "statsCollection": {
+                    "errors": {"enabled": False},
+                    "metrics": {"enabled": False},
+                },
+            },
+            "destinations": [],
+        },
+        "updatedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    }
+
+
+async def source_config(request: Request) -> Response:
+    """RudderStack's source config for the write key (Basic auth or `writeKey` in the query)."""
+    try:
+        key = basic_auth_user(request.headers.get("authorization"))
+        key = key or request.query_params.get("writeKey") or ""
+        resolved = await _key_for_page(request, key)
+        response = json_response(rudder_source_config(resolved, key), headers=CACHE)
+    except (IngestError, KafkaUnavailable) as error:
+        response = refusal(error)
+    return with_cors(request, response)
+
+
+routes = [
+    Route("/v1/projects/{write_key}/settings", settings_of_project, methods=["GET"]),
+    Route("/sourceConfig/", source_config, methods=["GET"]),
+    Route("/sourceConfig", source_config, methods=["GET"]),
+]
+routes += [Route(route.path, preflight, methods=["OPTIONS"]) for route in list(routes)]
