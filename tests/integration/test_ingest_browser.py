@@ -196,7 +196,7 @@ def test_a_keys_origins_can_be_changed_and_bad_ones_are_refused(
 # --- analytics.js's short paths ----------------------------------------------------------------
 
 
-def test_the_short_paths_take_their_type_from_the_path(
+def test_the_short_paths_take_their_type_from_the_path_and_beacons_their_key_from_the_query(
     client: TestClient,
     write_key: str,
     unique: str,
@@ -213,6 +213,14 @@ def test_the_short_paths_take_their_type_from_the_path(
     }
     for path, (_, body) in sent.items():
         assert post_event(client, path, body, write_key).status_code == 200, path
+    # RudderStack's beacon: no header at all, the key in the query, a text/plain body.
+    beacon = json.dumps({"batch": [{**track(f"h-{unique}"), "type": "track"}]}).encode()
+    answer = client.post(
+        "/beacon/v1/batch", params={"writeKey": write_key}, content=beacon,
+        headers={"Content-Type": "text/plain"},
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    sent["/beacon/v1/batch"] = ("track", {})
 
     records = by_message_id(topic_records())
     for path, (kind, _) in sent.items():

@@ -80,6 +80,9 @@ async def ingest(request: Request, implied_type: str | None) -> None:
     # RudderStack's servers read it (rudder-sdk-node sends x-www-form-urlencoded, browsers
     # text/plain); a body that does not parse is refused below.
     header_key = basic_auth_user(headers.get("authorization"))
+    if header_key is None and request.scope["query_string"]:
+        # sendBeacon can set no header: RudderStack's beacons carry the key in the query.
+        header_key = request.query_params.get("writeKey")
     # A key in the header is checked before the body is read, so a bad one costs no parsing.
     resources: Resources = request.app.state.resources
     resolved = await resolve_key(resources, header_key) if header_key is not None else None
@@ -168,5 +171,7 @@ routes += [_single(kind) for kind in SINGLE_TYPES]
 # analytics.js posts to the first letter of each type (/v1/t, /v1/p, ...) and batches to /v1/b.
 routes += [Route("/v1/b", batch, methods=["POST"], name="batch_short")]
 routes += [_single(kind, f"/v1/{kind[0]}") for kind in SINGLE_TYPES]
+# RudderStack's JS SDK sends its page-leave beacons (text/plain, `?writeKey=`) here.
+routes += [Route("/beacon/v1/batch", batch, methods=["POST"], name="beacon_batch")]
 # After the POST routes, which carry the traffic and are matched first.
 preflights = [Route(route.path, preflight, methods=["OPTIONS"]) for route in routes]
