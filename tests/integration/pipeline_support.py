@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,9 @@ class LivePipeline:
             return list(rows.fetchall())
 
     def totals(self, project: str) -> dict[str, int]:
-        return read_totals(self.pipeline, project)
+        # In a thread of its own: Playwright's sync API keeps an event loop in this one.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(read_totals, self.pipeline, project).result()
 
     def wait_archived(self, project: str, count: int, timeout: float = 60.0) -> list[Row]:
         """The project's archive once it holds `count` events (fails if it holds more)."""

@@ -65,10 +65,9 @@ def python_client(sdk: str) -> list[str]:
     return [str(venv / "bin" / "python"), str(CLIENTS / "python" / "send.py"), "--sdk", sdk]
 
 
-def node_client(script: str) -> list[str]:
-    """`node <script>` beside its `npm ci` install of the pinned packages."""
-    source = CLIENTS / "node"
-    target = _cache("node", source)
+def npm_installed(source: Path) -> Path:
+    """A copy of `source` (a package.json with its lock) with `npm ci` run in it."""
+    target = _cache(f"npm-{source.name}", source)
     if not target.exists():
         scratch = target.with_name(target.name + ".partial")
         shutil.rmtree(scratch, ignore_errors=True)
@@ -79,7 +78,12 @@ def node_client(script: str) -> list[str]:
             scratch,
         )
         scratch.rename(target)
-    return ["node", str(target / script)]
+    return target
+
+
+def node_client(script: str) -> list[str]:
+    """`node <script>` beside its `npm ci` install of the pinned packages."""
+    return ["node", str(npm_installed(CLIENTS / "node") / script)]
 
 
 def go_client(name: str) -> list[str]:

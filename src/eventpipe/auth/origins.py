@@ -59,6 +59,8 @@ def cors_headers(origin: str) -> dict[str, str]:
     return {
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Credentials": "true",
+        # analytics.js waits as long as a 429 says only if it may read the header.
+        "Access-Control-Expose-Headers": "Retry-After",
         "Vary": "Origin",
     }
 

@@ -48,7 +48,11 @@ async def _key_for_page(request: Request, key: str | None) -> ResolvedKey:
 
 
 def segment_settings(write_key: str, base_url: str) -> dict[str, object]:
-    """analytics.js's project settings: send to this api, load nothing else, report nothing."""
+    """analytics.js's project settings: send here, load no other script, report nothing else.
+
+    Keys that make analytics.js fetch more code (`plan`, `middlewareSettings`, `remotePlugins`,
+    a second integration, ...) are left out: it would fetch it from eventpipe, which has none.
+    """
     scheme, _, host = base_url.partition("://")
     return {
         "integrations": {
@@ -59,17 +63,13 @@ def segment_settings(write_key: str, base_url: str) -> dict[str, object]:
                 "unbundledIntegrations": [],
                 "addBundledMetadata": True,
                 "maybeBundledConfigIds": {},
+                # keepalive: an event sent as the page unloads still arrives (no sendBeacon
+                # in analytics.js); one request per event keeps the figures live.
+                "deliveryStrategy": {"strategy": "standard", "config": {"keepalive": True}},
             }
         },
-        "plan": {"track": {"__default": {"enabled": True, "integrations": {}}}},
-        "edgeFunction": {},
-        "analyticsNextEnabled": True,
-        "middlewareSettings": {},
-        "enabledMiddleware": {},
         # Its client-side metrics would go to Segment's own API: none.
         "metrics": {"sampleRate": 0},
-        "legacyVideoPluginsEnabled": False,
-        "remotePlugins": [],
     }
 
 
