@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from eventpipe.api.app import create_app
 from eventpipe.core.config import Settings
 from eventpipe.local.process import free_port
 from tests.integration.support import running_api
@@ -21,6 +22,7 @@ from tests.integration.test_ingest import (
     Account,
     Delivered,
     assert_error,
+    basic,
     by_message_id,
     create_project,
     create_write_key,
@@ -332,3 +334,65 @@ def test_context_ip_is_the_sender_and_forwarded_for_only_through_trusted_proxies
         "ip": "192.0.2.1",
         "locale": "de",
     }
+
+
+# --- what the browser SDKs fetch before sending --------------------------------------------------
+
+
+def test_analytics_js_settings_point_back_at_eventpipe(
+    client: TestClient, owner: Account, project_id: str, write_key: str
+) -> None:
+    answer = client.get(f"/v1/projects/{write_key}/settings", headers={"Origin": PAGE})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["access-control-allow-origin"] == PAGE
+    segment = answer.json()["integrations"]["Segment.io"]
+    # TestClient's base URL is http://testserver: the URL the request came in on.
+    assert (segment["apiKey"], segment["apiHost"], segment["protocol"]) == (
+        write_key, "testserver/v1", "http",
+    )  # fmt: skip
+    assert segment["deliveryStrategy"]["config"] == {"keepalive": True}
+    assert answer.json()["metrics"] == {"sampleRate": 0}
+    # Nothing that would make analytics.js load code from elsewhere.
+    assert set(answer.json()) == {"integrations", "metrics"}
+
+    assert_error(client.get("/v1/projects/wk_unknown/settings"), 401, "invalid_write_key")
+    limited = set_origins(client, owner, project_id, ["https://other.example"])["key"]
+    refused = client.get(f"/v1/projects/{limited}/settings", headers={"Origin": PAGE})
+    assert_error(refused, 403, "origin_not_allowed")
+    assert client.get(f"/v1/projects/{limited}/settings").status_code == 200
+
+
+def test_rudderstack_source_config_names_the_key_and_its_project(
+    client: TestClient, project_id: str, write_key: str
+) -> None:
+    query = {"p": "npm", "v": "3.34.1", "build": "modern", "writeKey": write_key}
+    by_query = client.get("/sourceConfig/", params=query, headers={"Origin": PAGE})
+    assert by_query.status_code == 200, by_query.text
+    assert by_query.headers["access-control-allow-origin"] == PAGE
+    source = by_query.json()["source"]
+    assert source["enabled"] is True and source["destinations"] == []
+    assert (source["writeKey"], source["workspaceId"]) == (write_key, project_id)
+    assert source["config"]["statsCollection"]["errors"]["enabled"] is False
+    by_header = client.get("/sourceConfig/", headers=basic(write_key))
+    assert by_header.json()["source"]["id"] == source["id"]
+
+    assert_error(client.get("/sourceConfig/"), 401, "missing_write_key")
+    assert_error(
+        client.get("/sourceConfig/", params={"writeKey": "wk_x"}), 401, "invalid_write_key"
+    )
+    preflight = client.options(
+        "/sourceConfig/",
+        headers={"Origin": PAGE, "Access-Control-Request-Headers": "authorization"},
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-headers"] == "authorization"
+
+
+def test_the_public_url_setting_is_what_analytics_js_is_told(
+    app_settings: Settings, write_key: str
+) -> None:
+    public = app_settings.model_copy(update={"public_url": "https://events.example.com/"})
+    with TestClient(create_app(public)) as other:
+        answer = other.get(f"/v1/projects/{write_key}/settings")
+    segment = answer.json()["integrations"]["Segment.io"]
+    assert (segment["apiHost"], segment["protocol"]) == ("events.example.com/v1", "https")
