@@ -27,7 +27,7 @@ from tests.integration.processor_support import (
     archived_ids,
     read_totals,
 )
-from tests.integration.support import running_api, wait_for
+from tests.integration.support import api_env, running_api, wait_for
 from tests.integration.test_ingest import (
     Account,
     api_settings,
@@ -35,7 +35,6 @@ from tests.integration.test_ingest import (
     create_write_key,
     sign_in,
 )
-from tests.integration.test_segment_sdk import api_env
 
 Row = dict[str, Any]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 from confluent_kafka import KafkaError, KafkaException
 
+from eventpipe.core.config import Settings
 from eventpipe.core.kafka import admin_client
 
 
@@ -93,3 +95,22 @@ def group_members(bootstrap: str, group: str) -> list[tuple[str, list[int]]] | N
         (member.member_id, sorted(tp.partition for tp in member.assignment.topic_partitions))
         for member in description.members
     )
+
+
+def api_env(settings: Settings, port: int, state_dir: Path) -> dict[str, str]:
+    """The environment of an `eventpipe api` process using this test's servers, topic and keys."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("EVENTPIPE_")}
+    env.update(
+        {
+            "EVENTPIPE_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+            "EVENTPIPE_REDIS_URL": str(settings.redis_url),
+            "EVENTPIPE_DATABASE_URL": str(settings.database_url),
+            "EVENTPIPE_EVENTS_TOPIC": settings.events_topic,
+            "EVENTPIPE_JWT_KEYS_DIR": str(settings.jwt_keys_dir),
+            "EVENTPIPE_STATE_DIR": str(state_dir),
+            "EVENTPIPE_HTTP_PORT": str(port),
+            "EVENTPIPE_PASSWORD_TIME_COST": str(settings.password_time_cost),
+            "EVENTPIPE_PASSWORD_MEMORY_KIB": str(settings.password_memory_kib),
+        }
+    )
+    return env

@@ -43,7 +43,7 @@ READ_TIMEOUT_S = 30.0
 Json = dict[str, Any]
 
 
-# --- helpers shared with test_segment_sdk.py and test_ingest_kafka_outage.py -------------------
+# --- helpers shared with the other ingest, SDK and outage tests ---------------------------------
 
 
 @dataclass(frozen=True)

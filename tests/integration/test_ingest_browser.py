@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from eventpipe.api.app import create_app
 from eventpipe.core.config import Settings
 from eventpipe.local.process import free_port
-from tests.integration.support import running_api
+from tests.integration.support import api_env, running_api
 from tests.integration.test_ingest import (
     Account,
     Delivered,
@@ -31,7 +31,6 @@ from tests.integration.test_ingest import (
     post_event,
     sign_in,
 )
-from tests.integration.test_segment_sdk import api_env
 
 pytestmark = pytest.mark.integration
 
