@@ -25,3 +25,12 @@ def test_max_poll_interval_has_a_floor() -> None:
     assert describe_error(caught.value).startswith(
         "invalid setting EVENTPIPE_PROCESSOR_MAX_POLL_INTERVAL_MS:"
     )
+
+
+def test_trusted_proxies_are_a_comma_separated_list_of_networks() -> None:
+    settings = Settings.model_validate({"trusted_proxies": "10.0.0.0/8, 127.0.0.1,::1"})
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]
+    assert Settings().trusted_proxies == []  # nobody's X-Forwarded-For is believed by default
+    with pytest.raises(ValidationError) as caught:
+        Settings.model_validate({"trusted_proxies": "10.0.0.0/8,proxy.example"})
+    assert describe_error(caught.value).startswith("invalid setting EVENTPIPE_TRUSTED_PROXIES:")
