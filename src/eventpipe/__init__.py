@@ -1,1 +1,8 @@
 """eventpipe: a self-hosted real-time event pipeline."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("eventpipe")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0.0.0"

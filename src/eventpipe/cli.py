@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from eventpipe.core.config import Settings, describe_error, get_settings
 from eventpipe.core.logging import configure_logging
+from eventpipe.local.running import with_running_servers
 
 app = typer.Typer(
     name="eventpipe",
@@ -28,9 +29,13 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def load_settings() -> Settings:
+def load_settings(*, beside_up: bool = True) -> Settings:
+    """The environment's settings; with `beside_up`, each unset server URL is taken from an
+    `eventpipe up` running on the same state directory, if any."""
     try:
         settings = get_settings()
+        if beside_up:
+            settings = with_running_servers(settings)
     except ValidationError as error:
         fail(describe_error(error))
     configure_logging(settings.log_level)
@@ -183,7 +188,7 @@ def up(
     """Start local Kafka, Redis and PostgreSQL (where their URLs are unset) and every role."""
     from eventpipe.local.up import run_up
 
-    settings = load_settings()
+    settings = load_settings(beside_up=False)
     raise typer.Exit(run_up(settings, fast_start=fast_start))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -123,6 +124,8 @@ def test_up_serves_refuses_a_second_and_stops_cleanly(
     )
     assert second.returncode == 1
     assert "already running" in second.stderr
+    # The refused `up` leaves the running one's record of its servers alone.
+    assert (Path(up_env["EVENTPIPE_STATE_DIR"]) / "running.json").exists()
     assert "Traceback" not in second.stderr
     assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
 
@@ -153,3 +156,59 @@ def test_up_reports_a_crashed_server_and_stops_the_rest(running_up: Running) -> 
     assert "Ready to accept connections" in stderr  # the tail of its log
     assert "Traceback" not in stderr
     assert [pid for pid in children if _alive(pid)] == []
+
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def first_steps() -> str:
+    """The shell block of the README's "First steps", as a reader would paste it."""
+    section = README.read_text().split("## First steps", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_first_steps_run_verbatim_beside_up(up_env: dict[str, str]) -> None:
+    # Verbatim means the README's port too: it must be free.
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", 8000)) != 0, "port 8000 is taken: stop its server"
+    env = {**up_env, "EVENTPIPE_HTTP_PORT": "8000"}
+    running = Running(env)
+    try:
+        running.wait_for_line("eventpipe is up at http://127.0.0.1:8000", UP_TIMEOUT_S)
+        state = Path(env["EVENTPIPE_STATE_DIR"])
+        assert (state / "running.json").stat().st_mode & 0o777 == 0o600
+
+        # The second terminal: the same state directory, no server URL set anywhere.
+        second = {k: v for k, v in env.items() if k != "EVENTPIPE_HTTP_PORT"}
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", first_steps()],
+            cwd=README.parent, env=second, capture_output=True, text=True, timeout=180,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+        assert done.stdout.strip().endswith('{"success":true}'), done.stdout
+
+        home = httpx.get("http://127.0.0.1:8000/", timeout=10)
+        assert home.status_code == 200 and "text/html" in home.headers["content-type"]
+        assert "/docs" in home.text and "README.md" in home.text
+    finally:
+        running.process.terminate()
+        running.process.wait(timeout=60)
+    assert running.process.returncode == 0
+    assert not (state / "running.json").exists()
+
+
+def test_a_file_left_by_a_killed_up_is_ignored(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTPIPE_")}
+    env["EVENTPIPE_STATE_DIR"] = str(tmp_path)
+    # A pid above the kernel's largest: no such process, as after `up` was SIGKILLed.
+    (tmp_path / "running.json").write_text(
+        '{"pid": 999999999, "api_url": "http://127.0.0.1:1", "kafka_bootstrap": "127.0.0.1:1",'
+        ' "redis_url": "redis://127.0.0.1:1/0", "database_url": "postgresql://x@127.0.0.1:1/x"}'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "eventpipe", "user", "create", "--email", "a@example.com"],
+        env=env, input="a long password\n", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "EVENTPIPE_DATABASE_URL is not set" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from eventpipe import __version__
 from eventpipe.api.resources import close_resources, open_resources
 from eventpipe.api.routes import (
     auth,
     health,
+    home,
     ingest,
     pixel,
     projects,
@@ -37,11 +39,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await close_resources(app.state.resources)
 
-    app = FastAPI(title="eventpipe", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="eventpipe", version=__version__, lifespan=lifespan)
     install_error_handlers(app)
     # Ingest first: routes are matched in order, and /v1 carries nearly all the traffic.
     app.router.routes[:0] = ingest.routes
     app.include_router(health.router)
+    app.include_router(home.router)
     app.include_router(auth.router)
     app.include_router(projects.router)
     app.include_router(writekeys.router)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ from eventpipe.core.config import Settings
 from eventpipe.core.kafka import ensure_topics
 from eventpipe.core.signals import StopFlag
 from eventpipe.local.process import AlreadyRunning, ManagedProcess, ServerFailed
+from eventpipe.local.running import RunningStack, remove_running, write_running
 from eventpipe.local.stack import LocalStack, StackUrls
 from eventpipe.migrations.runner import upgrade
 
@@ -112,6 +114,7 @@ def run_up(settings: Settings, *, fast_start: bool = True) -> int:
     started = time.monotonic()
     stack = LocalStack(settings, fast_start=fast_start)
     roles: list[ManagedProcess] = []
+    wrote_running = False
     try:
         urls = stack.start()
         if stop.is_set:
@@ -127,16 +130,22 @@ def run_up(settings: Settings, *, fast_start: bool = True) -> int:
             return 1
         if stop.is_set:
             return 0
+        running = RunningStack(os.getpid(), api_url, **asdict(urls))
+        write_running(settings.state_dir, running)
+        wrote_running = True
         _say(f"eventpipe is up at {api_url} (ready in {time.monotonic() - started:.1f}s)")
         _say(
             f"  kafka {urls.kafka_bootstrap}  redis {urls.redis_url}  postgres {urls.database_url}"
         )
         _say(f"  state and logs in {settings.state_dir}; Ctrl-C stops everything")
+        _say("  commands run beside it (eventpipe user, migrate, doctor, dlq) find these servers")
         return _supervise(stack, roles, stop)
     except (AlreadyRunning, ServerFailed) as error:
         _complain(str(error))
         return 1
     finally:
+        if wrote_running:  # never another `up`'s, found running on this state directory
+            remove_running(settings.state_dir)
         for role in reversed(roles):
             role.stop()
         stack.stop()
