@@ -107,8 +107,10 @@ class Settings(BaseSettings):
     # away (max.poll.interval.ms, librdkafka's default). While a sink is down it keeps polling its
     # paused partitions, so an outage does not count; a Redis call that hangs (10 s timeout) does.
     processor_max_poll_interval_ms: Annotated[int, Field(ge=10_000, le=86_400_000)] = 300_000
-    # Prometheus metrics of the processor (0: none).
+    # Prometheus metrics, /healthz and /readyz of the processor (0: none).
     processor_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
+    # /healthz, /readyz (and metrics) of the worker (0: none).
+    worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9465
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -25,9 +25,9 @@ from typing import Any
 import psycopg
 import redis
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from prometheus_client import start_http_server
 
 from eventpipe.core.config import Settings
+from eventpipe.core.health import serve_health
 from eventpipe.core.kafka import consumer_config, producer_config
 from eventpipe.core.signals import StopFlag
 from eventpipe.domain.events import EventRecord, record_key
@@ -109,6 +109,12 @@ class Processor:
         self.assigned -= revoked
         log.info("revoked %s", sorted(revoked))
 
+    def readiness(self) -> tuple[bool, str]:
+        """Ready while no sink is down (a paused processor holds its partitions, idle)."""
+        if self.backpressure.paused:
+            return False, f"{len(self.backpressure.paused)} partitions paused: a sink is down"
+        return True, f"consuming {len(self.assigned)} partitions of {self.topic}"
+
     def run(self) -> None:
         self.consumer.subscribe(
             [self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
@@ -125,6 +131,7 @@ class Processor:
         pending: deque[tuple[Batch, Future[None]]] = deque()
         try:
             while not self.stop.is_set:
+                self.metrics.heartbeat.beat()
                 self._maintain()
                 messages = self.consumer.consume(
                     self.settings.processor_batch_size, self.settings.processor_batch_wait_s
@@ -291,10 +298,13 @@ class Processor:
 def run_processor(settings: Settings, stop: StopFlag) -> None:
     """Run until `stop` is set; the batch in hand is finished first."""
     metrics = ProcessorMetrics()
+    processor = Processor(settings, stop, metrics)
     if settings.processor_metrics_port:
-        try:
-            start_http_server(settings.processor_metrics_port, registry=metrics.registry)
-        except OSError as error:
-            # Metrics are for watching; a taken port must not stop the pipeline itself.
-            log.error("no metrics on port %d: %s", settings.processor_metrics_port, error)
-    Processor(settings, stop, metrics).run()
+        serve_health(
+            settings.processor_metrics_port,
+            registry=metrics.registry,
+            # Kafka gives a member's partitions away after this long without a poll: so do we.
+            liveness=metrics.heartbeat.liveness(settings.processor_max_poll_interval_ms / 1000),
+            readiness=processor.readiness,
+        )
+    processor.run()

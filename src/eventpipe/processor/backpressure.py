@@ -158,6 +158,7 @@ class Backpressure:
         copy after it. Its partition is sought back to it instead, which makes the restart point
         explicit: nothing is lost, nothing doubled, the batch in hand is untouched.
         """
+        self.metrics.heartbeat.beat()
         messages = self.consumer.consume(self.batch_size, timeout)
         handed_out = split(messages).partitions.values() if messages else []
         for work in handed_out:

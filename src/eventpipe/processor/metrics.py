@@ -1,13 +1,18 @@
-"""Prometheus metrics of the processor, served on EVENTPIPE_PROCESSOR_METRICS_PORT."""
+"""Prometheus metrics of the processor, served on EVENTPIPE_PROCESSOR_METRICS_PORT with its
+liveness and readiness (eventpipe.core.health)."""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from eventpipe.core.health import Heartbeat
+
 
 class ProcessorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # Beaten at each turn of the main loop, and of its waits while a sink is down: /healthz.
+        self.heartbeat = Heartbeat()
         r = self.registry
         self.events = Counter(
             "eventpipe_events_processed", "Events counted and archived", registry=r
