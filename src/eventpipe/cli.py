@@ -96,7 +96,11 @@ def migrate(
     revision: Annotated[str, typer.Option(help="target revision")] = "head",
     down: Annotated[bool, typer.Option("--down", help="downgrade to REVISION")] = False,
 ) -> None:
-    """Apply (or revert) the PostgreSQL schema migrations."""
+    """Apply (or revert) the PostgreSQL schema migrations; with EVENTPIPE_KAFKA_BOOTSTRAP set,
+    also create the missing Kafka topics (a deployment's one-shot step before the roles)."""
+    from confluent_kafka import KafkaException
+
+    from eventpipe.core.kafka import ensure_topics
     from eventpipe.migrations.runner import downgrade, upgrade
 
     settings = load_settings()
@@ -104,9 +108,19 @@ def migrate(
     url = str(settings.database_url)
     if down:
         downgrade(url, revision)
-    else:
-        upgrade(url, revision)
+        typer.echo(f"database at revision {revision}")
+        return
+    upgrade(url, revision)
     typer.echo(f"database at revision {revision}")
+    if settings.kafka_bootstrap is not None:
+        topics = dict.fromkeys((settings.events_topic, settings.dlq_topic), settings.partitions)
+        try:
+            ensure_topics(settings.kafka_bootstrap, topics)
+        except KafkaException as error:
+            fail(
+                f"cannot create the topics at {settings.kafka_bootstrap}: {error.args[0].str()}", 1
+            )
+        typer.echo(f"topics {', '.join(topics)} present")
 
 
 user_app = typer.Typer(help="Manage accounts.", no_args_is_help=True)
