@@ -16,7 +16,7 @@ import redis
 
 from eventpipe.core.config import Settings
 from eventpipe.core.kafka import admin_client, ensure_topics
-from eventpipe.local.stack import LocalStack, StackUrls
+from eventpipe.local.stack import StackUrls
 from tests.integration.ingest_fixtures import (  # noqa: F401 - fixtures, found by name
     account_factory,
     app_settings,
@@ -28,13 +28,6 @@ from tests.integration.ingest_fixtures import (  # noqa: F401 - fixtures, found 
     write_key,
 )
 from tests.integration.processor_support import ProcessorFleet
-
-
-@pytest.fixture(scope="session")
-def stack_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackUrls]:
-    settings = Settings(state_dir=tmp_path_factory.mktemp("stack"))
-    with LocalStack(settings) as stack:
-        yield stack.start()
 
 
 @pytest.fixture
