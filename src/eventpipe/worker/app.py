@@ -1,7 +1,8 @@
 """The worker role: an arq worker on the `eventpipe:jobs` queue in Redis.
 
 Job functions arrive with the jobs issue; today the worker connects, registers its health key
-and waits for work, finishing a running job before it exits on SIGTERM (arq's own handling).
+and waits for work. On SIGTERM arq (0.25, `job_completion_wait=0`) cancels a running job at
+once rather than finishing it: issue 19 chooses the queue again and owns that behaviour.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         health_check_key=health_key(),
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         burst=burst,
-        # arq finishes the running jobs on SIGTERM before it exits.
+        # arq stops on SIGTERM, cancelling a running job (see the module's docstring).
         handle_signals=handle_signals,
     )
 
