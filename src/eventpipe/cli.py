@@ -100,7 +100,7 @@ def migrate(
     also create the missing Kafka topics (a deployment's one-shot step before the roles)."""
     from confluent_kafka import KafkaException
 
-    from eventpipe.core.kafka import ensure_topics
+    from eventpipe.core.kafka import ensure_topics, security_config
     from eventpipe.migrations.runner import downgrade, upgrade
 
     settings = load_settings()
@@ -115,7 +115,7 @@ def migrate(
     if settings.kafka_bootstrap is not None:
         topics = dict.fromkeys((settings.events_topic, settings.dlq_topic), settings.partitions)
         try:
-            ensure_topics(settings.kafka_bootstrap, topics)
+            ensure_topics(settings.kafka_bootstrap, topics, security=security_config(settings))
         except KafkaException as error:
             fail(
                 f"cannot create the topics at {settings.kafka_bootstrap}: {error.args[0].str()}", 1

@@ -14,6 +14,7 @@ from eventpipe.auth.tokens import TokenVerifier
 from eventpipe.auth.writekeys import WriteKeyResolver
 from eventpipe.core.config import Settings
 from eventpipe.core.db import async_engine
+from eventpipe.core.kafka import security_config
 from eventpipe.core.redis import redis_client
 from eventpipe.ingest.producer import EventProducer
 
@@ -55,7 +56,10 @@ def _producer(settings: Settings) -> EventProducer | None:
     if settings.kafka_bootstrap is None:
         return None
     return EventProducer(
-        settings.kafka_bootstrap, settings.events_topic, ack_timeout_s=settings.ingest_ack_timeout_s
+        settings.kafka_bootstrap,
+        settings.events_topic,
+        ack_timeout_s=settings.ingest_ack_timeout_s,
+        security=security_config(settings),
     )
 
 

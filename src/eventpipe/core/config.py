@@ -24,6 +24,8 @@ ENV_PREFIX = "EVENTPIPE_"
 _BOOTSTRAP_ENTRY = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.\-_]+):(\d{1,5})$")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -47,6 +49,17 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=_default_cache_dir)
 
     kafka_bootstrap: str | None = None
+    # How every Kafka client of every role connects (librdkafka's security.protocol): managed
+    # services want SASL_SSL (Confluent Cloud: PLAIN; MSK: SCRAM) or SSL with client certificates.
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    # PEM files. Without a CA, SSL trusts the system's CAs (enough for public cloud services);
+    # a certificate and key authenticate this client (mutual TLS, as Aiven and Heroku do).
+    kafka_ssl_ca_location: Path | None = None
+    kafka_ssl_certificate_location: Path | None = None
+    kafka_ssl_key_location: Path | None = None
     redis_url: RedisDsn | None = None
     database_url: PostgresDsn | None = None
 
@@ -124,6 +137,20 @@ class Settings(BaseSettings):
             return [entry.strip() for entry in value.split(",") if entry.strip()]
         return value
 
+    @field_validator(
+        "kafka_sasl_mechanism",
+        "kafka_sasl_username",
+        "kafka_sasl_password",
+        "kafka_ssl_ca_location",
+        "kafka_ssl_certificate_location",
+        "kafka_ssl_key_location",
+        mode="before",
+    )
+    @classmethod
+    def _empty_kafka_security_is_unset(cls, value: object) -> object:
+        # An empty variable (a chart's value left blank) means not set, not "" or the path ".".
+        return None if value == "" else value
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _check_bootstrap(cls, value: str | None) -> str | None:
@@ -144,6 +171,33 @@ class Settings(BaseSettings):
                 "EVENTPIPE_PROCESSOR_MAX_POLL_INTERVAL_MS must be at least "
                 "EVENTPIPE_PROCESSOR_SESSION_TIMEOUT_MS"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _kafka_sasl_complete(self) -> Settings:
+        # librdkafka would only fail at the first connection, as an authentication error logged
+        # again and again; a half-configured SASL is a mistake best named at start.
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        given = {
+            "EVENTPIPE_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism is not None,
+            "EVENTPIPE_KAFKA_SASL_USERNAME": self.kafka_sasl_username is not None,
+            "EVENTPIPE_KAFKA_SASL_PASSWORD": self.kafka_sasl_password is not None,
+        }
+        if sasl:
+            missing = [name for name, is_set in given.items() if not is_set]
+            if missing:
+                raise ValueError(
+                    f"EVENTPIPE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                    f"also needs {', '.join(missing)}"
+                )
+        else:
+            extra = [name for name, is_set in given.items() if is_set]
+            if extra:
+                # Set but silently unused, they would hide a protocol left at its default.
+                raise ValueError(
+                    f"{', '.join(extra)} set, but EVENTPIPE_KAFKA_SECURITY_PROTOCOL is "
+                    f"{self.kafka_security_protocol}: use SASL_SSL or SASL_PLAINTEXT"
+                )
         return self
 
     @model_validator(mode="after")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import psycopg
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from eventpipe.core.kafka import kafka_ready
+from eventpipe.core.kafka import NO_SECURITY, kafka_ready
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,13 @@ class ProbeResult:
         return {"status": "ok" if self.ok else "down", "detail": self.detail}
 
 
-async def probe_kafka(bootstrap: str | None, timeout: float) -> ProbeResult:
+async def probe_kafka(
+    bootstrap: str | None, timeout: float, *, security: Mapping[str, str] = NO_SECURITY
+) -> ProbeResult:
     if bootstrap is None:
         return ProbeResult(False, "EVENTPIPE_KAFKA_BOOTSTRAP is not set")
     # The admin client blocks; keep it off the event loop.
-    if await asyncio.to_thread(kafka_ready, bootstrap, timeout):
+    if await asyncio.to_thread(kafka_ready, bootstrap, timeout, security=security):
         return ProbeResult(True)
     return ProbeResult(False, f"no broker answered at {bootstrap} within {timeout:g}s")
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from eventpipe.core.kafka import producer_config
+from eventpipe.core.kafka import NO_SECURITY, producer_config
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +22,19 @@ class KafkaUnavailable(Exception):
 class EventProducer:
     """One confluent-kafka producer per api process, polled by a thread of its own."""
 
-    def __init__(self, bootstrap: str, topic: str, *, ack_timeout_s: float) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        ack_timeout_s: float,
+        security: Mapping[str, str] = NO_SECURITY,
+    ) -> None:
         self.topic = topic
         self.ack_timeout_s = ack_timeout_s
         self._config = producer_config(
             bootstrap,
+            security=security,
             # Give up on a message when the request gives up on it, so no late write surprises.
             **{"message.timeout.ms": int(ack_timeout_s * 1000), "error_cb": self._on_error},
         )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from eventpipe.core.config import Settings
+from eventpipe.core.kafka import security_config
 from eventpipe.core.probes import ProbeResult, probe_kafka, probe_postgres, probe_redis
 from eventpipe.core.redis import redis_client
 
@@ -128,7 +129,8 @@ async def _probe_configured(settings: Settings) -> list[Finding]:
     timeout = settings.probe_timeout_s
     findings: list[Finding] = []
     if settings.kafka_bootstrap:
-        result = await probe_kafka(settings.kafka_bootstrap, timeout)
+        security = security_config(settings)
+        result = await probe_kafka(settings.kafka_bootstrap, timeout, security=security)
         findings.append(_from_probe("kafka", "EVENTPIPE_KAFKA_BOOTSTRAP", result))
     if settings.redis_url:
         client = redis_client(str(settings.redis_url))

@@ -9,11 +9,14 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -56,6 +59,16 @@ _FAST_FLAGS = ("-XX:TieredStopAtLevel=1",)
 # A JVM killed while it writes the archive leaves a partial file, which only a clean exit avoids.
 _CLEAN_EXIT = frozenset({0, 128 + signal.SIGTERM})
 _STALE_DUMP_S = 86_400.0
+_SASL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """A started broker: its PLAINTEXT address, and its SASL_PLAINTEXT one if it has users."""
+
+    bootstrap: str
+    process: ManagedProcess
+    sasl_bootstrap: str | None = None
 
 
 def start_kafka(
@@ -68,12 +81,29 @@ def start_kafka(
     kept, whatever ports that start used. Topics are the caller's business
     (`auto.create.topics.enable=false`).
     """
+    broker = start_kafka_broker(state_dir, cache_dir, fast_start=fast_start, port=port)
+    return broker.bootstrap, broker.process
+
+
+def start_kafka_broker(
+    state_dir: Path,
+    cache_dir: Path,
+    *,
+    fast_start: bool = True,
+    port: int | None = None,
+    sasl_users: Mapping[str, str] | None = None,
+) -> KafkaBroker:
+    """`start_kafka`, and with `sasl_users` (name: password) a SASL_PLAINTEXT listener too, on a
+    fresh loopback port, taking those users with the PLAIN mechanism: what a client configured
+    for a managed Kafka's SASL is tested against. The broker and controller keep talking
+    PLAINTEXT between themselves, and the PLAINTEXT listener stays open.
+    """
     home = ensure_jars(cache_dir)
     kafka_dir = state_dir.resolve() / "kafka"
     # Kafka's own lock comes too late: a second broker can damage the first one's metadata log.
     lock_fd = lock_file(kafka_dir / "eventpipe.lock", owner="kafka broker")
     try:
-        launcher = _Launcher(home, kafka_dir, fast_start)
+        launcher = _Launcher(home, kafka_dir, fast_start, sasl_users)
         return retry_port_clash(
             lambda: launcher.start(lock_fd, port or free_port()), attempts=1 if port else 3
         )
@@ -102,16 +132,23 @@ def ensure_jars(cache_dir: Path) -> Path:
 class _Launcher:
     """Everything one start needs: the JVM command line, the data, the archive of classes."""
 
-    def __init__(self, home: Path, kafka_dir: Path, fast_start: bool) -> None:
+    def __init__(
+        self,
+        home: Path,
+        kafka_dir: Path,
+        fast_start: bool,
+        sasl_users: Mapping[str, str] | None = None,
+    ) -> None:
         self.home = home
         self.kafka_dir = kafka_dir
         self.fast_start = fast_start
+        self.sasl_users = dict(sasl_users) if sasl_users is not None else None
         self.java = _find_tool("java", os.environ.get("JAVA_HOME"))
         self.classpath = ":".join(sorted(str(jar) for jar in (home / "lib").glob("*.jar")))
         self.archive = home / "kafka.jsa"
         self.log_path = kafka_dir / "server.log"
 
-    def start(self, lock_fd: int, port: int) -> tuple[str, ManagedProcess]:
+    def start(self, lock_fd: int, port: int) -> KafkaBroker:
         try:
             return self._start_once(lock_fd, port)
         except ServerFailed as error:
@@ -122,15 +159,22 @@ class _Launcher:
             self.archive.unlink(missing_ok=True)
             return self._start_once(lock_fd, port)
 
-    def _start_once(self, lock_fd: int, port: int) -> tuple[str, ManagedProcess]:
+    def _start_once(self, lock_fd: int, port: int) -> KafkaBroker:
         # A given port is not retried on a clash, so never pick it for the controller as well.
         controller_port = free_port()
         while controller_port == port:
             controller_port = free_port()
+        sasl_port = None
+        if self.sasl_users is not None:
+            sasl_port = free_port()
+            while sasl_port in (port, controller_port):
+                sasl_port = free_port()
         properties = self.kafka_dir / "server.properties"
         data_dir = self.kafka_dir / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
-        properties.write_text(_server_properties(data_dir, port, controller_port))
+        properties.write_text(
+            _server_properties(data_dir, port, controller_port, sasl_port, self.sasl_users)
+        )
         use_archive = self.fast_start and self._archive_usable()
         self._format_once(data_dir, properties, use_archive=use_archive)
         # Without a usable archive, this start writes one when it exits (promoted if clean).
@@ -145,7 +189,12 @@ class _Launcher:
             process.on_exit = functools.partial(_promote_archive, dump_to, self.archive)
         write_lock_pid(lock_fd, process.pid)
         _wait_ready(process, port)
-        return f"{_HOST}:{port}", process
+        if sasl_port is None:
+            return KafkaBroker(f"{_HOST}:{port}", process)
+        # Opened with the PLAINTEXT one, but a client must not race it.
+        what = f"listening for SASL on port {sasl_port}"
+        wait_until(lambda: port_open(sasl_port), timeout=10, process=process, what=what)
+        return KafkaBroker(f"{_HOST}:{port}", process, f"{_HOST}:{sasl_port}")
 
     def _jvm(self, use_archive: bool, dump_to: Path | None = None) -> list[str]:
         args = [self.java, *_JVM_FLAGS, *self._logging_flags()]
@@ -243,8 +292,18 @@ def _wait_ready(process: ManagedProcess, port: int) -> None:
     logger.info("Kafka ready on %s:%d in %.1f s", _HOST, port, time.monotonic() - started)
 
 
-def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+def _server_properties(
+    data_dir: Path,
+    port: int,
+    controller_port: int,
+    sasl_port: int | None = None,
+    sasl_users: Mapping[str, str] | None = None,
+) -> str:
     listeners = f"PLAINTEXT://{_HOST}:{port},CONTROLLER://{_HOST}:{controller_port}"
+    protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    if sasl_port is not None:
+        listeners += f",SASL_PLAINTEXT://{_HOST}:{sasl_port}"
+        protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -253,7 +312,7 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "advertised.listeners": listeners,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": protocols,
         "log.dirs": str(data_dir),
         "auto.create.topics.enable": "false",
         # A single broker: every replicated internal topic must make do with one replica.
@@ -272,7 +331,22 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "broker.session.timeout.ms": "4000",
         "broker.heartbeat.interval.ms": "1000",
     }
+    if sasl_port is not None:
+        # Clients only: the broker and its controller keep talking PLAINTEXT.
+        settings["sasl.enabled.mechanisms"] = "PLAIN"
+        jaas = _sasl_jaas(sasl_users or {})
+        settings["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = jaas
     return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def _sasl_jaas(users: Mapping[str, str]) -> str:
+    """The broker's PLAIN login module taking `users` (name: password)."""
+    for name, password in users.items():
+        # Both go inside a JAAS option, on a line of a properties file: keep them plain.
+        if not _SASL_NAME.match(name) or not password.isprintable() or {'"', "\\"} & set(password):
+            raise ValueError(f"unsupported SASL user name or password (user {name!r})")
+    options = "".join(f' user_{name}="{password}"' for name, password in users.items())
+    return f"org.apache.kafka.common.security.plain.PlainLoginModule required{options};"
 
 
 def _cluster_id(path: Path) -> str:

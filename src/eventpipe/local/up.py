@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from eventpipe.core.config import Settings
-from eventpipe.core.kafka import ensure_topics
+from eventpipe.core.kafka import NO_SECURITY, ensure_topics, security_config
 from eventpipe.core.signals import StopFlag
 from eventpipe.local.process import AlreadyRunning, ManagedProcess, ServerFailed
 from eventpipe.local.running import RunningStack, remove_running, write_running
@@ -34,8 +34,15 @@ def _complain(line: str) -> None:
     sys.stderr.flush()
 
 
-def _role_env(urls: StackUrls) -> dict[str, str]:
+def _role_env(settings: Settings, urls: StackUrls) -> dict[str, str]:
     env = dict(os.environ)
+    if settings.kafka_bootstrap is None:
+        # The Kafka `up` started talks PLAINTEXT on loopback, whatever the shell says for others.
+        for name in [
+            n for n in env if n.startswith(("EVENTPIPE_KAFKA_SASL", "EVENTPIPE_KAFKA_SSL"))
+        ]:
+            del env[name]
+        env["EVENTPIPE_KAFKA_SECURITY_PROTOCOL"] = "PLAINTEXT"
     env["EVENTPIPE_KAFKA_BOOTSTRAP"] = urls.kafka_bootstrap
     env["EVENTPIPE_REDIS_URL"] = urls.redis_url
     env["EVENTPIPE_DATABASE_URL"] = urls.database_url
@@ -104,7 +111,9 @@ def _supervise(stack: LocalStack, roles: list[ManagedProcess], stop: StopFlag) -
 
 def _prepare(settings: Settings, urls: StackUrls) -> None:
     topics = {settings.events_topic: settings.partitions, settings.dlq_topic: settings.partitions}
-    ensure_topics(urls.kafka_bootstrap, topics)
+    # A Kafka of its own (no EVENTPIPE_KAFKA_BOOTSTRAP) talks PLAINTEXT on loopback.
+    security = security_config(settings) if settings.kafka_bootstrap else NO_SECURITY
+    ensure_topics(urls.kafka_bootstrap, topics, security=security)
     upgrade(urls.database_url)
 
 
@@ -122,7 +131,7 @@ def run_up(settings: Settings, *, fast_start: bool = True) -> int:
         _prepare(settings, urls)
         log_dir = settings.state_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        roles = [_start_role(role, _role_env(urls), log_dir) for role in ROLES]
+        roles = [_start_role(role, _role_env(settings, urls), log_dir) for role in ROLES]
         api_url = f"http://{settings.http_host}:{settings.http_port}"
         failure = _wait_ready(api_url, stack, roles, stop)
         if failure is not None:

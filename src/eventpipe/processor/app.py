@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from eventpipe.core.config import Settings
 from eventpipe.core.health import serve_health
-from eventpipe.core.kafka import consumer_config, producer_config
+from eventpipe.core.kafka import consumer_config, producer_config, security_config
 from eventpipe.core.signals import StopFlag
 from eventpipe.domain.events import EventRecord, record_key
 from eventpipe.processor.archive import Archive, archive_row, ensure_partitions
@@ -69,12 +69,14 @@ class Processor:
         self.archives: queue.SimpleQueue[Archive] = queue.SimpleQueue()
         for _ in range(settings.archive_connections):
             self.archives.put(Archive(str(settings.database_url)))
-        self.dlq = Producer(producer_config(settings.kafka_bootstrap))
+        security = security_config(settings)
+        self.dlq = Producer(producer_config(settings.kafka_bootstrap, security=security))
         session_ms = settings.processor_session_timeout_ms
         self.consumer = Consumer(
             consumer_config(
                 settings.kafka_bootstrap,
                 settings.processor_group,
+                security=security,
                 **{
                     "session.timeout.ms": session_ms,
                     "heartbeat.interval.ms": session_ms // 3,

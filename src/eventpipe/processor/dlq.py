@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from eventpipe.core.config import Settings
-from eventpipe.core.kafka import consumer_config, producer_config
+from eventpipe.core.kafka import consumer_config, producer_config, security_config
 from eventpipe.core.signals import StopFlag
 
 log = logging.getLogger(__name__)
@@ -134,8 +134,11 @@ def replay_dead_letters(
     # librdkafka logs every failed connection attempt (hundreds while a broker is away); what
     # matters reaches the operator as this command's one-line error. DEBUG shows them all.
     quiet = {} if log.isEnabledFor(logging.DEBUG) else {"log_level": 2}
-    consumer = Consumer(consumer_config(bootstrap, REPLAY_GROUP, **quiet))
-    producer = None if dry_run else Producer(producer_config(bootstrap, **quiet))
+    security = security_config(settings)
+    consumer = Consumer(consumer_config(bootstrap, REPLAY_GROUP, security=security, **quiet))
+    producer = None
+    if not dry_run:
+        producer = Producer(producer_config(bootstrap, security=security, **quiet))
     try:
         replay = _Replay(settings, consumer, producer, say, stop or StopFlag())
         return replay.run(limit)

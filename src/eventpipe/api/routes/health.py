@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from eventpipe.core.errors import json_response
+from eventpipe.core.kafka import security_config
 from eventpipe.core.probes import probe_kafka, probe_postgres, probe_redis
 
 router = APIRouter(tags=["health"])
@@ -26,7 +27,7 @@ async def readyz(request: Request) -> Response:
     settings = resources.settings
     timeout = settings.probe_timeout_s
     kafka, redis, postgres = await asyncio.gather(
-        probe_kafka(settings.kafka_bootstrap, timeout),
+        probe_kafka(settings.kafka_bootstrap, timeout, security=security_config(settings)),
         probe_redis(resources.redis, timeout),
         probe_postgres(str(settings.database_url) if settings.database_url else None, timeout),
     )
