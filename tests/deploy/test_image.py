@@ -40,7 +40,7 @@ from eventpipe.core.kafka import admin_client
 from eventpipe.local.stack import StackUrls
 from tests.deploy.test_container import compose_config
 from tests.deploy.tools import debian_command
-from tests.integration.support import free_port, wait_for
+from tests.integration.support import delete_topics, free_port, fresh_database, wait_for
 from tests.integration.test_ingest import (
     basic,
     create_project,
@@ -571,30 +571,6 @@ def exec_in(
         )
 
 
-@contextlib.contextmanager
-def fresh_database(url: str, name: str) -> Iterator[str]:
-    base, _, _ = url.rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-def _topics(bootstrap: str) -> set[str]:
-    return set(admin_client(bootstrap).list_topics(timeout=10).topics)
-
-
-def _delete_topics(bootstrap: str, names: list[str]) -> None:
-    present = [name for name in names if name in _topics(bootstrap)]
-    if present:
-        admin = admin_client(bootstrap)
-        for future in admin.delete_topics(present, operation_timeout=10).values():
-            future.result(timeout=15)
-
-
 def _ready(url: str) -> int | None:
     try:
         return httpx.get(f"{url}/readyz", timeout=2.0).status_code
@@ -632,7 +608,7 @@ def test_roles_from_the_image_carry_an_event_to_the_archive(
         try:
             _migrate_api_processor_worker(image, buildah, servers, key_pem, tmp_path, compose)
         finally:
-            _delete_topics(stack_urls.kafka_bootstrap, [topic, dlq])
+            delete_topics(stack_urls.kafka_bootstrap, [topic, dlq])
 
 
 def _migrate_api_processor_worker(
@@ -650,7 +626,8 @@ def _migrate_api_processor_worker(
     assert migrated.returncode == 0, f"migrate failed:\n{migrated.stdout}\n{migrated.stderr}"
     migrate_s = time.monotonic() - started
     # The one-shot step makes the schema and the topics.
-    assert set(topics) <= _topics(bootstrap), migrated.stdout + migrated.stderr
+    found = set(admin_client(bootstrap).list_topics(timeout=10).topics)
+    assert set(topics) <= found, migrated.stdout + migrated.stderr
     with psycopg.connect(servers["EVENTPIPE_DATABASE_URL"]) as connection:
         assert connection.execute("SELECT to_regclass('events')").fetchone() == ("events",)
 

@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 
@@ -28,6 +27,7 @@ from tests.integration.ingest_fixtures import (  # noqa: F401 - fixtures, found 
     write_key,
 )
 from tests.integration.processor_support import ProcessorFleet
+from tests.integration.support import fresh_database
 
 
 @pytest.fixture
@@ -61,21 +61,11 @@ def redis_prefix(stack_urls: StackUrls, unique: str) -> Iterator[str]:
     server.close()
 
 
-def _admin_url(database_url: str, database: str) -> str:
-    base, _, _ = database_url.rpartition("/")
-    return f"{base}/{database}"
-
-
 @pytest.fixture
 def database_url(stack_urls: StackUrls, unique: str) -> Iterator[str]:
     """A fresh, empty database for one test, dropped afterwards."""
-    name = f"test_{unique}"
-    admin = _admin_url(stack_urls.database_url, "postgres")
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield _admin_url(stack_urls.database_url, name)
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with fresh_database(stack_urls.database_url, f"test_{unique}") as url:
+        yield url
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from eventpipe.core.config import Settings
-from eventpipe.core.kafka import admin_client, ensure_topics
+from eventpipe.core.kafka import ensure_topics
 from eventpipe.local.process import free_port
 from eventpipe.local.stack import StackUrls
 from tests.integration.processor_support import (
@@ -27,7 +27,13 @@ from tests.integration.processor_support import (
     archived_ids,
     read_totals,
 )
-from tests.integration.support import api_env, running_api, wait_for
+from tests.integration.support import (
+    api_env,
+    delete_topics,
+    fresh_database,
+    running_api,
+    wait_for,
+)
 from tests.integration.test_ingest import (
     Account,
     api_settings,
@@ -104,7 +110,7 @@ def live_pipeline(stack: StackUrls, base: Path) -> Iterator[LivePipeline]:
     unique = uuid.uuid4().hex[:12]
     topic = f"test.{unique}"
     ensure_topics(stack.kafka_bootstrap, {topic: PARTITIONS, f"{topic}.dlq": 1})
-    with _fresh_database(stack.database_url, f"test_{unique}") as database_url:
+    with fresh_database(stack.database_url, f"test_{unique}") as database_url:
         settings = api_settings(
             Settings(
                 kafka_bootstrap=stack.kafka_bootstrap,
@@ -126,22 +132,4 @@ def live_pipeline(stack: StackUrls, base: Path) -> Iterator[LivePipeline]:
                 yield LivePipeline(url, settings, pipeline, owner)
         finally:
             fleet.close()
-            _delete_topics(stack.kafka_bootstrap, [topic, f"{topic}.dlq"])
-
-
-@contextlib.contextmanager
-def _fresh_database(url: str, name: str) -> Iterator[str]:
-    base, _, _ = url.rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-def _delete_topics(bootstrap: str, topics: list[str]) -> None:
-    admin = admin_client(bootstrap)
-    for future in admin.delete_topics(topics, operation_timeout=10).values():
-        future.result(timeout=15)
+            delete_topics(stack.kafka_bootstrap, [topic, f"{topic}.dlq"])

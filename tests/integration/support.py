@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psycopg
 from confluent_kafka import KafkaError, KafkaException
 
 from eventpipe.core.config import Settings
@@ -114,3 +116,25 @@ def api_env(settings: Settings, port: int, state_dir: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+@contextlib.contextmanager
+def fresh_database(url: str, name: str) -> Iterator[str]:
+    """A new, empty database `name` beside the one of `url`; its URL. Dropped afterwards."""
+    base, _, _ = url.rpartition("/")
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def delete_topics(bootstrap: str, names: list[str]) -> None:
+    """Delete those of `names` that exist."""
+    admin = admin_client(bootstrap)
+    present = [name for name in names if name in admin.list_topics(timeout=10).topics]
+    if present:
+        for future in admin.delete_topics(present, operation_timeout=10).values():
+            future.result(timeout=15)
