@@ -10,6 +10,7 @@ import pytest
 
 from eventpipe.core.kafka import admin_client
 from eventpipe.local.stack import StackUrls
+from tests.integration.support import delete_topics
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,7 @@ def test_migrate_applies_the_schema_and_creates_the_topics_once(
         topic: 3,
         f"{topic}.dlq": 3,
     }
-    admin_client(stack_urls.kafka_bootstrap).delete_topics([topic, f"{topic}.dlq"])
+    delete_topics(stack_urls.kafka_bootstrap, [topic, f"{topic}.dlq"])
 
     unreachable = migrate({**env, "EVENTPIPE_KAFKA_BOOTSTRAP": "127.0.0.1:1"})
     assert unreachable.returncode == 1
