@@ -8,8 +8,6 @@ their path to every client and the broker's verdict on the password are the same
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +25,7 @@ from eventpipe.core.kafka import (
     security_config,
 )
 from eventpipe.local.kafka import KafkaBroker, start_kafka_broker
+from tests.integration.test_migrate import migrate
 
 pytestmark = pytest.mark.integration
 
@@ -128,10 +127,7 @@ def test_migrate_creates_the_topics_through_the_sasl_listener(
         EVENTPIPE_DLQ_TOPIC=f"{topic}.dlq",
         EVENTPIPE_PARTITIONS="2",
     )
-    done = subprocess.run(
-        [sys.executable, "-m", "eventpipe", "migrate"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = migrate(env)
     assert done.returncode == 0, done.stderr
     assert f"topics {topic}, {topic}.dlq present" in done.stdout
     assert PASSWORD not in done.stdout + done.stderr

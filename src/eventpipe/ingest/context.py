@@ -44,7 +44,7 @@ def with_ip(context: msgspec.Raw, ip: bytes | None, index: int) -> msgspec.Raw:
     `ip` is already a JSON string; the context is extended as bytes, never re-encoded."""
     if ip is None:
         return context
-    if context is NULL or context == NULL or len(context) == 0:
+    if _absent(context):
         return msgspec.Raw(b'{"ip":' + ip + b"}")
     try:
         if len(_context_ip.decode(context).ip) > 0:

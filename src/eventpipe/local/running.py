@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from eventpipe.core.config import Settings
+from eventpipe.local.process import running as process_running
 
 RUNNING_FILE = "running.json"
 
@@ -50,17 +51,7 @@ def read_running(state_dir: Path) -> RunningStack | None:
     except (OSError, ValueError, TypeError):
         return None
     # A file left by an `up` that was killed outright names a process that is gone.
-    return running if _alive(running.pid) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return running if process_running(running.pid) else None
 
 
 def with_running_servers(settings: Settings) -> Settings:

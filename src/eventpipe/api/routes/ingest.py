@@ -44,6 +44,22 @@ def basic_auth_user(header: str | None) -> str | None:
     return decoded.partition(":")[0] or None
 
 
+def presented_key(request: Request) -> str | None:
+    """The write key of a request's Basic auth, else of its `?writeKey=` query."""
+    key = basic_auth_user(request.headers.get("authorization"))
+    if key is None and request.scope["query_string"]:
+        # sendBeacon can set no header: RudderStack's beacons carry the key in the query.
+        key = request.query_params.get("writeKey")
+    return key
+
+
+def check_origin(request: Request, resolved: ResolvedKey) -> None:
+    """Refuse a browser page whose origin the key does not allow (servers send no Origin)."""
+    origin = request.headers.get("origin")
+    if origin is not None and not origin_allowed(origin, resolved.allowed_origins):
+        raise IngestError(403, "origin_not_allowed", "this write key does not allow this origin")
+
+
 async def resolve_key(resources: Resources, key: str | None) -> ResolvedKey:
     if not key:
         raise IngestError(401, "missing_write_key", "send the write key as the Basic-auth user")
@@ -79,10 +95,7 @@ async def ingest(request: Request, implied_type: str | None) -> None:
     # Content-Type is not checked: the body is JSON whatever it says, as Segment's and
     # RudderStack's servers read it (rudder-sdk-node sends x-www-form-urlencoded, browsers
     # text/plain); a body that does not parse is refused below.
-    header_key = basic_auth_user(headers.get("authorization"))
-    if header_key is None and request.scope["query_string"]:
-        # sendBeacon can set no header: RudderStack's beacons carry the key in the query.
-        header_key = request.query_params.get("writeKey")
+    header_key = presented_key(request)
     # A key in the header is checked before the body is read, so a bad one costs no parsing.
     resources: Resources = request.app.state.resources
     resolved = await resolve_key(resources, header_key) if header_key is not None else None
@@ -98,9 +111,7 @@ async def accept(
     envelope = decode_envelope(body, implied_type)
     if resolved is None:
         resolved = await resolve_key(resources, envelope.write_key)
-    origin = request.headers.get("origin")
-    if origin is not None and not origin_allowed(origin, resolved.allowed_origins):
-        raise IngestError(403, "origin_not_allowed", "this write key does not allow this origin")
+    check_origin(request, resolved)
     records = build_records(
         envelope,
         project_id=resolved.project_id,

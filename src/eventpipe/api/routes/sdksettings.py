@@ -15,17 +15,18 @@ from fastapi.responses import Response
 from starlette.routing import Route
 
 from eventpipe.api.routes.ingest import (
-    basic_auth_user,
+    check_origin,
     preflight,
+    presented_key,
     refusal,
     resolve_key,
     with_cors,
 )
-from eventpipe.auth.origins import origin_allowed
 from eventpipe.auth.writekeys import ResolvedKey
 from eventpipe.core.errors import json_response
 from eventpipe.ingest.errors import IngestError
 from eventpipe.ingest.producer import KafkaUnavailable
+from eventpipe.ingest.segment import iso
 
 # The SDKs cache nothing themselves; a short shared cache spares the database on busy pages.
 CACHE = {"Cache-Control": "public, max-age=60"}
@@ -41,9 +42,7 @@ def public_url(request: Request) -> str:
 
 async def _key_for_page(request: Request, key: str | None) -> ResolvedKey:
     resolved = await resolve_key(request.app.state.resources, key)
-    origin = request.headers.get("origin")
-    if origin is not None and not origin_allowed(origin, resolved.allowed_origins):
-        raise IngestError(403, "origin_not_allowed", "this write key does not allow this origin")
+    check_origin(request, resolved)
     return resolved
 
 
@@ -105,15 +104,14 @@ def rudder_source_config(resolved: ResolvedKey, write_key: str) -> dict[str, obj
             },
             "destinations": [],
         },
-        "updatedAt": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "updatedAt": iso(datetime.now(UTC)),
     }
 
 
 async def source_config(request: Request) -> Response:
     """RudderStack's source config for the write key (Basic auth or `writeKey` in the query)."""
     try:
-        key = basic_auth_user(request.headers.get("authorization"))
-        key = key or request.query_params.get("writeKey") or ""
+        key = presented_key(request) or ""
         resolved = await _key_for_page(request, key)
         response = json_response(rudder_source_config(resolved, key), headers=CACHE)
     except (IngestError, KafkaUnavailable) as error:
