@@ -51,13 +51,13 @@ from eventpipe.auth.writekeys import create_write_key
 from eventpipe.core.config import Settings
 from eventpipe.core.db import async_engine
 from eventpipe.core.kafka import consumer_config, ensure_topics, producer_config
-from eventpipe.domain.aggregates import ALL, tag
 from eventpipe.domain.events import NULL, EventRecord, decode_record, encode_record, record_key
+from eventpipe.domain.keys import ALL, offset_field, offsets_key, totals_key
 from eventpipe.domain.projects import create_project
 from eventpipe.local.process import ManagedProcess, descendants, free_port
 from eventpipe.local.stack import LocalStack, StackUrls
 from eventpipe.migrations.runner import upgrade
-from eventpipe.processor.aggregate import offset_field, offsets_key, plan_step
+from eventpipe.processor.aggregate import plan_step
 from eventpipe.processor.archive import Archive, archive_row, ensure_partitions
 from eventpipe.processor.batch import Batch, split
 from eventpipe.processor.sinks import STEP_SCRIPT, RedisStep
@@ -403,7 +403,11 @@ def measure_archive(
 ) -> Rate:
     """`Archive.write` of each batch's rows (one COPY + INSERT ... ON CONFLICT per batch), through
     as many connections as the processor writes with, each writing one batch at a time."""
-    row_sets = [[archive_row(r) for w in b.partitions.values() for r in w.records] for b in batches]
+    row_sets = [
+        [archive_row(r, w.partition, o) for w in b.partitions.values()
+         for r, o in zip(w.records, w.offsets, strict=True)]
+        for b in batches
+    ]  # fmt: skip
     archives = [Archive(database_url) for _ in range(connections)]
     free: queue.SimpleQueue[Archive] = queue.SimpleQueue()
     for archive in archives:
@@ -481,7 +485,7 @@ def end_offsets(bootstrap: str, topic: str) -> list[int]:
 def redis_totals(client: redis.Redis, project_id: str) -> dict[str, int]:
     merged: dict[str, int] = {}
     for partition in range(PARTITIONS):
-        answer = cast(dict[bytes, bytes], client.hgetall(f"{tag(partition)}:total:{project_id}"))
+        answer = cast(dict[bytes, bytes], client.hgetall(totals_key(partition, project_id)))
         for name, count in answer.items():
             text = name.decode()
             merged[text] = merged.get(text, 0) + int(count)
@@ -622,7 +626,7 @@ class Prober:
     def __init__(self, base_url: str, key: str, client: redis.Redis, project_id: str) -> None:
         self.http = httpx.Client(base_url=base_url, headers={"Authorization": basic_auth(key)})
         self.redis = client
-        self.keys = [f"{tag(p)}:total:{project_id}" for p in range(PARTITIONS)]
+        self.keys = [totals_key(p, project_id) for p in range(PARTITIONS)]
         self.acked: list[tuple[str, float]] = []
         self.lock = threading.Lock()
         self.sent = self.failed = 0

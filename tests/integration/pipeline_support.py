@@ -105,8 +105,11 @@ class LivePipeline:
 
 
 @contextlib.contextmanager
-def live_pipeline(stack: StackUrls, base: Path) -> Iterator[LivePipeline]:
-    """An api and a processor on a fresh topic and database of the shared servers."""
+def live_pipeline(
+    stack: StackUrls, base: Path, api_overrides: dict[str, str] | None = None
+) -> Iterator[LivePipeline]:
+    """An api (its environment plus `api_overrides`) and a processor on a fresh topic and
+    database of the shared servers."""
     unique = uuid.uuid4().hex[:12]
     topic = f"test.{unique}"
     ensure_topics(stack.kafka_bootstrap, {topic: PARTITIONS, f"{topic}.dlq": 1})
@@ -118,6 +121,9 @@ def live_pipeline(stack: StackUrls, base: Path) -> Iterator[LivePipeline]:
                 database_url=database_url,
                 state_dir=base / "state",
                 events_topic=topic,
+                # Those of the processor (Pipeline), for the api's traces.
+                dlq_topic=f"{topic}.dlq",
+                processor_group=f"{topic}-processors",
             ),
             base / "keys",
         )
@@ -125,7 +131,7 @@ def live_pipeline(stack: StackUrls, base: Path) -> Iterator[LivePipeline]:
         fleet = ProcessorFleet(base)
         try:
             fleet.start(pipeline.processor_env(batch_size=500))
-            env = api_env(settings, free_port(), base / "api-state")
+            env = {**api_env(settings, free_port(), base / "api-state"), **(api_overrides or {})}
             with running_api(env, base / "api.log") as url:
                 with httpx.Client(base_url=url, timeout=10) as http:
                     owner = sign_in(http, settings, f"owner-{unique}@example.com")

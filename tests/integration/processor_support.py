@@ -32,7 +32,15 @@ from redis.asyncio import Redis as AsyncRedis
 from eventpipe.core.kafka import consumer_config, producer_config
 from eventpipe.domain import aggregates
 from eventpipe.domain.events import EventRecord, encode_record, record_key
-from eventpipe.processor.aggregate import event_name, offset_field, offsets_key
+from eventpipe.domain.keys import (
+    ALL,
+    HOUR,
+    counts_key,
+    day_counts_key,
+    offset_field,
+    offsets_key,
+)
+from eventpipe.processor.aggregate import event_name
 from tests.integration.support import group_members
 
 PARTITIONS = 3
@@ -73,7 +81,7 @@ class Workload:
 
     def expected_totals(self) -> dict[str, int]:
         counts = Counter(event_name(record) for record in self.events)
-        return {**counts, aggregates.ALL: len(self.events)}
+        return {**counts, ALL: len(self.events)}
 
     def expected_hourly(self) -> dict[tuple[str, str], int]:
         return dict(Counter((_hour(record), event_name(record)) for record in self.events))
@@ -167,7 +175,7 @@ def read_hourly(pipeline: Pipeline, workload: Workload) -> dict[tuple[str, str],
     with _sync_redis(pipeline) as client:
         for partition in range(PARTITIONS):
             for hour in hours:
-                key = f"{aggregates.tag(partition)}:count:hour:{workload.project}:{hour}"
+                key = counts_key(partition, HOUR, workload.project, hour)
                 found = client.hgetall(key)
                 assert isinstance(found, dict)  # the sync client: not an awaitable
                 for name, count in found.items():
@@ -181,7 +189,7 @@ def read_top(pipeline: Pipeline, workload: Workload) -> dict[str, int]:
     merged: Counter[str] = Counter()
     with _sync_redis(pipeline) as client:
         for partition in range(PARTITIONS):
-            key = f"{aggregates.tag(partition)}:top:{workload.project}:{day}"
+            key = day_counts_key(partition, workload.project, day)
             found = client.zrange(key, 0, -1, withscores=True)
             assert isinstance(found, list)
             for name, score in found:

@@ -108,6 +108,8 @@ def api_env(settings: Settings, port: int, state_dir: Path) -> dict[str, str]:
             "EVENTPIPE_REDIS_URL": str(settings.redis_url),
             "EVENTPIPE_DATABASE_URL": str(settings.database_url),
             "EVENTPIPE_EVENTS_TOPIC": settings.events_topic,
+            "EVENTPIPE_DLQ_TOPIC": settings.dlq_topic,
+            "EVENTPIPE_PROCESSOR_GROUP": settings.processor_group,
             "EVENTPIPE_JWT_KEYS_DIR": str(settings.jwt_keys_dir),
             "EVENTPIPE_STATE_DIR": str(state_dir),
             "EVENTPIPE_HTTP_PORT": str(port),

@@ -18,8 +18,8 @@ import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from eventpipe.core.kafka import admin_client, consumer_config, ensure_topics, producer_config
-from eventpipe.domain import aggregates
 from eventpipe.domain.events import EventRecord, encode_record, record_key
+from eventpipe.domain.keys import ALL
 from eventpipe.local.stack import StackUrls
 from eventpipe.migrations.runner import upgrade
 from eventpipe.processor.dlq import REPLAY_GROUP
@@ -303,7 +303,7 @@ def test_a_processor_counts_a_replayed_event_once_and_dead_letters_poison_again(
     wait_for(
         drained, 60, "the processor to apply everything", lambda: str(stored_offsets(pipeline))
     )
-    assert read_totals(pipeline, project) == {"A": 1, aggregates.ALL: 1}
+    assert read_totals(pipeline, project) == {"A": 1, ALL: 1}
     assert archived_ids(pipeline, project) == ["m-1"]
 
     # Still poison: the processor dead-letters it again, after the run's end; the next run takes

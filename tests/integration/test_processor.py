@@ -22,8 +22,8 @@ from eventpipe.core.kafka import consumer_config, ensure_topics, producer_config
 from eventpipe.core.signals import StopFlag
 from eventpipe.domain import aggregates
 from eventpipe.domain.events import EventRecord, decode_record, encode_record, record_key
+from eventpipe.domain.keys import offset_field, offsets_key
 from eventpipe.migrations.runner import upgrade
-from eventpipe.processor.aggregate import offset_field, offsets_key
 from eventpipe.processor.app import run_processor
 from eventpipe.processor.archive import Archive, archive_row, ensure_partitions
 from eventpipe.processor.sinks import OffsetGap, RedisStep, StepResult
@@ -255,7 +255,9 @@ def test_two_archive_writers_with_the_same_retried_events_do_not_deadlock(
     project = str(uuid.uuid4())
 
     def rows(prefix: str, count: int) -> list[tuple[str | int | None, ...]]:
-        return [archive_row(make_record(project, f"{prefix}-{i}", "u", "A")) for i in range(count)]
+        return [
+            archive_row(make_record(project, f"{prefix}-{i}", "u", "A"), 0, i) for i in range(count)
+        ]
 
     shared = rows("m", 300)
     batches = [shared + rows("a", 100), shared[::-1] + rows("b", 100)]

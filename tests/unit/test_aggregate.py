@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-from eventpipe.domain.aggregates import ALL
 from eventpipe.domain.events import EventRecord
+from eventpipe.domain.keys import ALL, dedupe_mark
 from eventpipe.processor.aggregate import (
     OP_COUNT,
-    dedupe_mark,
     event_name,
     plan_step,
 )

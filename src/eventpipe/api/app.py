@@ -12,12 +12,15 @@ from eventpipe import __version__
 from eventpipe.api.resources import close_resources, open_resources
 from eventpipe.api.routes import (
     auth,
+    events,
     health,
     home,
     ingest,
+    live,
     pixel,
     projects,
     sdksettings,
+    stats,
     writekeys,
 )
 from eventpipe.core.config import Settings, get_settings
@@ -48,5 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(projects.router)
     app.include_router(writekeys.router)
+    app.include_router(stats.router)
+    app.include_router(events.router)
+    app.include_router(live.router)
     app.router.routes += pixel.routes + sdksettings.routes + ingest.preflights
     return app

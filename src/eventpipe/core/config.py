@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     access_token_ttl_s: Annotated[int, Field(ge=30, le=86_400)] = 900
     refresh_token_ttl_s: Annotated[int, Field(ge=300, le=90 * 86_400)] = 30 * 86_400
     allow_signup: bool = False
+    # First run: lets a browser that is not on this machine create the first account in the
+    # dashboard (`eventpipe up` generates one and prints it); refused once any account exists.
+    setup_code: SecretStr | None = None
     # Argon2id cost; changing it makes the next successful login rehash the password.
     password_time_cost: Annotated[int, Field(ge=1, le=20)] = 3
     password_memory_kib: Annotated[int, Field(ge=8 * 1024, le=1024 * 1024)] = 64 * 1024
@@ -103,6 +106,11 @@ class Settings(BaseSettings):
     ingest_rate_limit_per_s: Annotated[int, Field(ge=0)] = 50_000
     # How long an api process trusts its cached answer for a write key (revocation delay).
     write_key_cache_s: Annotated[float, Field(ge=0, le=300)] = 10.0
+
+    # Live stream: a client whose socket takes no data for this long is dropped; sign-out and
+    # token expiry end a stream within `live_auth_check_s`.
+    live_send_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    live_auth_check_s: Annotated[float, Field(gt=0, le=60)] = 2.0
 
     # Processor: batches pulled at its own pace; a message id seen within the window is dropped.
     processor_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5_000

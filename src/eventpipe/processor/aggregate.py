@@ -1,38 +1,30 @@
 """Pure aggregation: events of one partition in, the Redis step's arguments out. No I/O.
 
-Every key of a partition carries its hash tag `{p<N>}`, so the whole step of one batch touches one
-Redis Cluster slot. Per project:
-- `ep:{pN}:count:minute:<project>:<YYYYmmddHHMM>`  hash event name -> count   (48 hours)
-- `ep:{pN}:count:hour:<project>:<YYYYmmddHH>`      hash event name -> count   (90 days)
-- `ep:{pN}:users:hour:<project>:<YYYYmmddHH>`      HyperLogLog of users       (90 days)
-- `ep:{pN}:users:day:<project>:<YYYYmmdd>`         HyperLogLog of users       (90 days)
-- `ep:{pN}:top:<project>:<YYYYmmdd>`               sorted set name -> count   (90 days)
-- `ep:{pN}:total:<project>`                        hash event name -> count, "$all" (no expiry:
-  totals are the one figure meant to last; one small hash per project and partition)
-- `ep:{pN}:seen:<16-byte blake2b of project:messageId>`  dedupe mark         (dedupe window)
-- `ep:{pN}:offsets`                                hash "<group>:<topic>" -> next offset
+The keys it names are those of `eventpipe.domain.keys`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from hashlib import blake2b
 
-from eventpipe.domain.aggregates import ALL, tag
 from eventpipe.domain.events import EventRecord
+from eventpipe.domain.keys import (
+    ALL,
+    DAY,
+    HOUR,
+    LONG_TTL_S,
+    MINUTE,
+    MINUTE_TTL_S,
+    counts_key,
+    day_counts_key,
+    message_digest,
+    seen_prefix,
+    totals_key,
+    users_key,
+)
 
-MINUTE_TTL_S = 48 * 3600
-LONG_TTL_S = 90 * 86400
 NO_TTL = 0
 OP_COUNT, OP_RANK = "h", "z"
-
-
-def offsets_key(partition: int) -> str:
-    return f"{tag(partition)}:offsets"
-
-
-def offset_field(group: str, topic: str) -> str:
-    return f"{group}:{topic}"
 
 
 def event_name(record: EventRecord) -> str:
@@ -103,25 +95,10 @@ class StepArgs:
         return args
 
 
-def dedupe_mark(partition: int, project_id: str, message_id: str) -> bytes:
-    """The key that marks (project, messageId) as seen: a 128-bit digest, not the ids themselves.
-
-    A mark lives for the whole dedupe window (24 h), one per event: the digest keeps it at a fixed
-    16 bytes whatever the client's id (up to 100 characters) and the project's uuid (36) are.
-    """
-    return f"{tag(partition)}:seen:".encode() + _digest(project_id, message_id)
-
-
-def _digest(project_id: str, message_id: str) -> bytes:
-    return blake2b(f"{project_id}:{message_id}".encode(), digest_size=16).digest()
-
-
 def plan_step(partition: int, records: list[EventRecord]) -> StepArgs:
     """Each event's dedupe mark, the counters its name adds one to, and where its user counts."""
     step = StepArgs()
-    base = tag(partition)
-    seen_prefix = f"{base}:seen:".encode()
-    counted, users = f"{base}:count", f"{base}:users"
+    marks = seen_prefix(partition)
     # Keyed on the record's raw fields, so names and key strings are made once per group.
     by_name: dict[tuple[str, str, str, str | None], int] = {}
     by_hour: dict[tuple[str, str], int] = {}
@@ -131,21 +108,26 @@ def plan_step(partition: int, records: list[EventRecord]) -> StepArgs:
         name_key = (project, timestamp[:16], record.type, record.event)
         name_group = by_name.get(name_key)
         if name_group is None:
-            name, stamp = event_name(record), _digits(timestamp)
+            name, minute = event_name(record), _digits(timestamp)
+            total = totals_key(partition, project)
             name_group = by_name[name_key] = step.group([
-                step.target(OP_COUNT, f"{counted}:minute:{project}:{stamp}", name, MINUTE_TTL_S),
-                step.target(OP_COUNT, f"{counted}:hour:{project}:{stamp[:10]}", name, LONG_TTL_S),
-                step.target(OP_RANK, f"{base}:top:{project}:{stamp[:8]}", name, LONG_TTL_S),
-                step.target(OP_COUNT, f"{base}:total:{project}", name, NO_TTL),
-                step.target(OP_COUNT, f"{base}:total:{project}", ALL, NO_TTL),
+                step.target(OP_COUNT, counts_key(partition, MINUTE, project, minute), name,
+                            MINUTE_TTL_S),
+                step.target(OP_COUNT, counts_key(partition, HOUR, project, minute[:10]), name,
+                            LONG_TTL_S),
+                step.target(OP_RANK, day_counts_key(partition, project, minute[:8]), name,
+                            LONG_TTL_S),
+                step.target(OP_COUNT, total, name, NO_TTL),
+                step.target(OP_COUNT, total, ALL, NO_TTL),
             ])  # fmt: skip
         hour_key = (project, timestamp[:13])
         pair = by_hour.get(hour_key)
         if pair is None:
-            stamp = _digits(timestamp)
+            hour = _digits(timestamp)[:10]
             pair = by_hour[hour_key] = step.unique_pair(
-                f"{users}:hour:{project}:{stamp[:10]}", f"{users}:day:{project}:{stamp[:8]}"
+                users_key(partition, HOUR, project, hour),
+                users_key(partition, DAY, project, hour[:8]),
             )
-        digest = _digest(project, record.message_id)
-        events.append((seen_prefix + digest, name_group, pair, record.distinct_id))
+        digest = message_digest(project, record.message_id)
+        events.append((marks + digest, name_group, pair, record.distinct_id))
     return step

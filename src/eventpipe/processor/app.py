@@ -41,6 +41,7 @@ from eventpipe.processor.backpressure import SINK_ERRORS as SINK_ERRORS
 from eventpipe.processor.backpressure import STALL_S as STALL_S
 from eventpipe.processor.backpressure import Backpressure, Stopping
 from eventpipe.processor.batch import Batch, PartitionBatch, PoisonMessage, split
+from eventpipe.processor.live import LivePublisher
 from eventpipe.processor.metrics import ProcessorMetrics
 from eventpipe.processor.sinks import OffsetGap, RedisStep, StepResult
 
@@ -65,6 +66,7 @@ class Processor:
             topic=self.topic,
             dedupe_ttl_s=settings.dedupe_window_s,
         )
+        self.live = LivePublisher(self.redis)
         # Each archive thread takes a connection of its own from here for each write.
         self.archives: queue.SimpleQueue[Archive] = queue.SimpleQueue()
         for _ in range(settings.archive_connections):
@@ -162,7 +164,7 @@ class Processor:
         if batch.poison:
             self.backpressure.retry("kafka", lambda: self._dead_letter(batch))
         works, answers = self.backpressure.retry("redis", lambda: self._step(batch))
-        commits = []
+        commits, applied = [], []
         for work, answer in zip(works, answers, strict=True):
             result = self.backpressure.retry("redis", partial(self._settle_gap, work, answer))
             if result is None:
@@ -170,7 +172,11 @@ class Processor:
             self.metrics.events.inc(result.new)
             self.metrics.duplicates.inc(result.duplicates)
             self._observe_freshness(work.records)
+            if result.new:
+                applied.append((work, result))
             commits.append(TopicPartition(self.topic, work.partition, work.next_offset))
+        if applied:
+            self.live.publish(applied)
         self.metrics.batches.inc()
         self.metrics.last_commit.set(time.time())
         if commits:
@@ -187,7 +193,9 @@ class Processor:
 
     def _archive(self, batch: Batch) -> None:
         rows = [
-            archive_row(record) for work in batch.partitions.values() for record in work.records
+            archive_row(record, work.partition, offset)
+            for work in batch.partitions.values()
+            for record, offset in zip(work.records, work.offsets, strict=True)
         ]
         if not rows:
             return
@@ -211,7 +219,7 @@ class Processor:
         kept: list[tuple[EventRecord, bytes, int]] = []
         for record, encoded, offset in zip(work.records, work.encoded, work.offsets, strict=True):
             try:
-                write = partial(self._write, [archive_row(record)])
+                write = partial(self._write, [archive_row(record, work.partition, offset)])
                 self.backpressure.retry_in_writer("postgres", write)
             except psycopg.DataError as error:
                 source = PoisonMessage(

@@ -23,7 +23,7 @@ COLUMNS = (
     "project_id", "day", "message_id", "type", "event", "distinct_id", "user_id",
     "anonymous_id", "timestamp", "original_timestamp", "sent_at", "received_at", "name",
     "category", "group_id", "previous_id", "properties", "traits", "context", "integrations",
-    "version",
+    "version", "kafka_partition", "kafka_offset",
 )  # fmt: skip
 _COLUMN_LIST = sql.SQL(", ").join(sql.Identifier(c) for c in COLUMNS)
 
@@ -40,7 +40,8 @@ def _json_or_none(raw: bytes) -> str | None:
     return None if raw == b"null" else raw.decode()
 
 
-def archive_row(record: EventRecord) -> tuple[str | int | None, ...]:
+def archive_row(record: EventRecord, partition: int, offset: int) -> tuple[str | int | None, ...]:
+    """The record's row, with where it was read in Kafka (for "where is my event?")."""
     return (
         record.project_id, record.day, record.message_id, record.type, event_name(record),
         record.distinct_id, record.user_id, record.anonymous_id, record.timestamp,
@@ -48,7 +49,7 @@ def archive_row(record: EventRecord) -> tuple[str | int | None, ...]:
         record.category, record.group_id, record.previous_id,
         _json_or_none(bytes(record.properties)), _json_or_none(bytes(record.traits)),
         _json_or_none(bytes(record.context)), _json_or_none(bytes(record.integrations)),
-        record.v,
+        record.v, partition, offset,
     )  # fmt: skip
 
 

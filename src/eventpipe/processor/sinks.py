@@ -8,7 +8,8 @@ from importlib.resources import files
 import redis
 
 from eventpipe.domain.events import EventRecord
-from eventpipe.processor.aggregate import offset_field, offsets_key, plan_step
+from eventpipe.domain.keys import offset_field, offsets_key
+from eventpipe.processor.aggregate import plan_step
 
 STEP_SCRIPT = files("eventpipe.processor").joinpath("step.lua").read_text()
 
@@ -26,6 +27,8 @@ class StepResult:
     new: int
     duplicates: int
     skipped: bool  # the whole batch was applied before (a replay after a crash)
+    # Positions in the batch of the events counted before (their dedupe mark was there).
+    duplicate_positions: tuple[int, ...] = ()
 
 
 class RedisStep:
@@ -59,12 +62,13 @@ class RedisStep:
                 self._script(keys=[offsets_key(partition)], args=argv, client=pipe)
             answers = pipe.execute()
         results: list[StepResult | OffsetGap] = []
-        for (new, duplicates), work in zip(answers, works, strict=True):
+        for (new, duplicates, *positions), work in zip(answers, works, strict=True):
             if new == -1:
                 results.append(OffsetGap(int(duplicates)))
             else:
                 skipped = new == 0 and duplicates == 0 and bool(work[1])
-                results.append(StepResult(int(new), int(duplicates), skipped))
+                dups = tuple(int(p) for p in positions)
+                results.append(StepResult(int(new), int(duplicates), skipped, dups))
         return results
 
     def stored_offset(self, partition: int) -> int | None:

@@ -8,7 +8,7 @@
 --       n_groups x (k, k target indices)        the counters of one name in one minute
 --       n_pairs x (hour key, day key)           the HyperLogLogs of one project and hour
 --       then per event: dedupe mark, group, pair, user.
--- Returns {new, duplicates}, or {-1, stored} when the stored offset is short of this batch's
+-- Returns {new, duplicates, the 0-based positions of the duplicates...}, or {-1, stored} when the stored offset is short of this batch's
 -- first one: Redis lost its last writes (a failover, an fsync window), so the caller seeks back.
 -- A first_offset of -1 skips that check.
 local offsets = KEYS[1]
@@ -43,6 +43,7 @@ local users = {}
 for p = 1, n_pairs do users[p] = {} end
 i = i + 2 * n_pairs
 local new, dup = 0, 0
+local events_at, answer = i, {0, 0}
 while i <= #ARGV do
   if redis.call('SET', ARGV[i], '1', 'NX', 'EX', dedupe_ttl) then
     new = new + 1
@@ -52,6 +53,7 @@ while i <= #ARGV do
     members[#members + 1] = ARGV[i + 3]
   else
     dup = dup + 1
+    answer[#answer + 1] = (i - events_at) / 4
   end
   i = i + 4
 end
@@ -93,4 +95,5 @@ for key, ttl in pairs(expire) do
   redis.call('EXPIRE', key, ttl)
 end
 redis.call('HSET', offsets, field, next_offset)
-return {new, dup}
+answer[1], answer[2] = new, dup
+return answer
