@@ -53,6 +53,7 @@ class LivePipeline:
     settings: Settings
     pipeline: Pipeline
     owner: Account
+    api_log: Path | None = None
 
     def project_key(self, name: str = "site", **key_fields: Any) -> tuple[str, str]:
         """A new project and a write key of it: (project id, key)."""
@@ -135,7 +136,7 @@ def live_pipeline(
             with running_api(env, base / "api.log") as url:
                 with httpx.Client(base_url=url, timeout=10) as http:
                     owner = sign_in(http, settings, f"owner-{unique}@example.com")
-                yield LivePipeline(url, settings, pipeline, owner)
+                yield LivePipeline(url, settings, pipeline, owner, base / "api.log")
         finally:
             fleet.close()
             delete_topics(stack.kafka_bootstrap, [topic, f"{topic}.dlq"])

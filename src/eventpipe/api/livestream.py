@@ -7,6 +7,7 @@ processor or another client noticing. Memory per client is one read (at most REA
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,6 +21,8 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from eventpipe.domain import live
+
+log = logging.getLogger(__name__)
 
 READ_COUNT = 50
 BLOCK_MS = 250
@@ -132,6 +135,8 @@ class EventStream(Response):
 
     def __init__(self, chunks: AsyncIterator[bytes], *, send_timeout_s: float) -> None:
         super().__init__(headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        # Streamed until the client leaves: no length (Response sets 0 for an empty body).
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.chunks = chunks
         self.send_timeout_s = send_timeout_s
 
@@ -151,6 +156,9 @@ class EventStream(Response):
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             except TimeoutError:
-                pass  # a stalled client: leaving without a last chunk closes its connection
+                # A stalled client: no more reads for it. Leaving without a last chunk makes
+                # the server close the connection (once the socket takes what it holds).
+                log.info("live stream: dropped a client that took no data for %.0f s",
+                         self.send_timeout_s)  # fmt: skip
             finally:
                 group.cancel_scope.cancel()
