@@ -42,11 +42,15 @@ def send(running: LivePipeline, key: str, ids: list[str], **properties: Any) -> 
     assert answer.status_code == 200, answer.text
 
 
-def stream(running: LivePipeline, project: str, account: Account | None = None,
-           **headers: str) -> EventStreamReader:  # fmt: skip
+def stream(
+    running: LivePipeline,
+    project: str,
+    account: Account | None = None,
+    headers: dict[str, str] | None = None,
+) -> EventStreamReader:
     account = account or running.owner
     reader = EventStreamReader(f"{running.url}/api/projects/{project}/live",
-                               {**account.headers, **headers})  # fmt: skip
+                               {**account.headers, **(headers or {})})  # fmt: skip
     # The stream starts at the newest entry when it is opened: wait until it is.
     wait_for(lambda: reader.status is not None and bool(reader.of("second")), 10, "the stream")
     assert reader.status == 200
@@ -88,7 +92,7 @@ def test_a_reconnecting_client_resumes_after_its_last_event_id(running: LivePipe
     send(running, key, ["r3"])
     send(running, key, ["r4"])
     running.wait_counted(project, {"Clicked": 4, "$all": 4})
-    second = stream(running, project, **{"Last-Event-ID": last_id})
+    second = stream(running, project, headers={"Last-Event-ID": last_id})
     try:
         second.wait_events(2)
         assert ids_of(second) == ["r3", "r4"]  # no gap, no repeat
@@ -101,7 +105,7 @@ def test_an_id_older_than_the_window_is_answered_with_a_reset(running: LivePipel
     project, key = running.project_key("reset")
     send(running, key, ["o1"])
     running.wait_counted(project, {"Clicked": 1, "$all": 1})
-    reader = stream(running, project, **{"Last-Event-ID": "1-0"})
+    reader = stream(running, project, headers={"Last-Event-ID": "1-0"})
     try:
         assert reader.of("reset")[0].json()["last_event_id"] == "1-0"
         reader.wait_events(1)  # then everything the stream still holds
