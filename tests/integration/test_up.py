@@ -175,6 +175,9 @@ def test_the_readmes_first_steps_run_verbatim_beside_up(up_env: dict[str, str]) 
     running = Running(env)
     try:
         running.wait_for_line("eventpipe is up at http://127.0.0.1:8000", UP_TIMEOUT_S)
+        # No account yet: the dashboard offers the first run, and `up` printed its code.
+        assert running.wait_for_line("  give the one-time setup code ", 30).split()[5]
+        assert httpx.get("http://127.0.0.1:8000/").headers["location"] == "/setup"
         state = Path(env["EVENTPIPE_STATE_DIR"])
         assert (state / "running.json").stat().st_mode & 0o777 == 0o600
 
@@ -187,8 +190,10 @@ def test_the_readmes_first_steps_run_verbatim_beside_up(up_env: dict[str, str]) 
         assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
         assert done.stdout.strip().endswith('{"success":true}'), done.stdout
 
-        home = httpx.get("http://127.0.0.1:8000/", timeout=10)
+        # With an account, the dashboard asks to sign in; its footer says where the docs are.
+        home = httpx.get("http://127.0.0.1:8000/", timeout=10, follow_redirects=True)
         assert home.status_code == 200 and "text/html" in home.headers["content-type"]
+        assert home.url.path == "/signin"
         assert "/docs" in home.text and "README.md" in home.text
     finally:
         running.process.terminate()

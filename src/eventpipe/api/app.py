@@ -14,7 +14,6 @@ from eventpipe.api.routes import (
     auth,
     events,
     health,
-    home,
     ingest,
     live,
     pixel,
@@ -25,6 +24,7 @@ from eventpipe.api.routes import (
 )
 from eventpipe.core.config import Settings, get_settings
 from eventpipe.core.errors import install_error_handlers
+from eventpipe.dashboard.mount import install_dashboard
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,7 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Ingest first: routes are matched in order, and /v1 carries nearly all the traffic.
     app.router.routes[:0] = ingest.routes
     app.include_router(health.router)
-    app.include_router(home.router)
     app.include_router(auth.router)
     app.include_router(projects.router)
     app.include_router(writekeys.router)
@@ -55,4 +54,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(live.router)
     app.router.routes += pixel.routes + sdksettings.routes + ingest.preflights
+    # The dashboard at / (its pages read the JSON api above with the session cookie).
+    install_dashboard(app)
     return app

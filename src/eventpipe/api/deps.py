@@ -17,6 +17,7 @@ from eventpipe.api.resources import Resources
 from eventpipe.auth.denylist import is_revoked
 from eventpipe.auth.tokens import AccessClaims, InvalidToken
 from eventpipe.core.errors import ApiError
+from eventpipe.dashboard.cookies import ACCESS_COOKIE, needs_origin_check, same_origin
 from eventpipe.domain.projects import RANK, role_in
 from eventpipe.domain.tables import Role
 
@@ -59,16 +60,32 @@ def unauthorized(message: str) -> ApiError:
     )
 
 
+def _presented_token(
+    request: Request, resources: Resources, credentials: HTTPAuthorizationCredentials | None
+) -> str:
+    """The bearer token, else the dashboard's access cookie; an unsafe request that the cookie
+    authenticates must come from this server's own pages (no cross-site request forgery)."""
+    if credentials is not None:
+        return credentials.credentials
+    token = request.cookies.get(ACCESS_COOKIE)
+    if not token:
+        raise unauthorized("missing bearer token")
+    if needs_origin_check(request) and not same_origin(request, resources.settings):
+        raise ApiError(403, "cross_origin", "signed in by cookie, but sent from another site")
+    return token
+
+
 async def get_claims(
+    request: Request,
     resources: ResourcesDep,
     redis: RedisDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> AccessClaims:
-    """A valid, unrevoked access token from `Authorization: Bearer`, or 401."""
-    if credentials is None:
-        raise unauthorized("missing bearer token")
+    """A valid, unrevoked access token from `Authorization: Bearer` or the dashboard's cookie,
+    or 401."""
+    token = _presented_token(request, resources, credentials)
     try:
-        claims = resources.tokens.verify(credentials.credentials)
+        claims = resources.tokens.verify(token)
     except InvalidToken as error:
         raise unauthorized(str(error)) from error
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from eventpipe.core.config import Settings
 from eventpipe.core.kafka import NO_SECURITY, ensure_topics, security_config
@@ -117,6 +119,18 @@ def _prepare(settings: Settings, urls: StackUrls) -> None:
     upgrade(urls.database_url)
 
 
+def _setup_code(settings: Settings, database_url: str) -> str | None:
+    """The dashboard's one-time first-run code while no account exists (the configured one, else
+    a new one), or None once there is an account."""
+    with psycopg.connect(database_url) as connection:
+        row = connection.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()
+    if row is not None and row[0]:
+        return None
+    if settings.setup_code is not None and settings.setup_code.get_secret_value():
+        return settings.setup_code.get_secret_value()
+    return secrets.token_urlsafe(16)
+
+
 def run_up(settings: Settings, *, fast_start: bool = True) -> int:
     """Run everything until SIGTERM or Ctrl-C; returns the exit status."""
     stop = StopFlag().install()
@@ -131,7 +145,11 @@ def run_up(settings: Settings, *, fast_start: bool = True) -> int:
         _prepare(settings, urls)
         log_dir = settings.state_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        roles = [_start_role(role, _role_env(settings, urls), log_dir) for role in ROLES]
+        env = _role_env(settings, urls)
+        setup_code = _setup_code(settings, urls.database_url)
+        if setup_code is not None:
+            env["EVENTPIPE_SETUP_CODE"] = setup_code  # read by the api only
+        roles = [_start_role(role, env, log_dir) for role in ROLES]
         api_url = f"http://{settings.http_host}:{settings.http_port}"
         failure = _wait_ready(api_url, stack, roles, stop)
         if failure is not None:
@@ -148,6 +166,9 @@ def run_up(settings: Settings, *, fast_start: bool = True) -> int:
         )
         _say(f"  state and logs in {settings.state_dir}; Ctrl-C stops everything")
         _say("  commands run beside it (eventpipe user, migrate, doctor, dlq) find these servers")
+        if setup_code is not None:
+            _say(f"  first run: open {api_url} to create the owner account; from another machine,")
+            _say(f"  give the one-time setup code {setup_code} (valid until an account exists)")
         return _supervise(stack, roles, stop)
     except (AlreadyRunning, ServerFailed) as error:
         _complain(str(error))
