@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from eventpipe import __version__
+from eventpipe.api import ingestdoc, openapi
 from eventpipe.api.resources import close_resources, open_resources
 from eventpipe.api.routes import (
     auth,
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router)
     app.include_router(live.router)
     app.router.routes += pixel.routes + sdksettings.routes + ingest.preflights
+    # The plain routes above (ingest, pixel, SDK settings) document themselves in the schema.
+    openapi.install(app, ingestdoc.COMPONENTS)
     # The dashboard at / (its pages read the JSON api above with the session cookie).
     install_dashboard(app)
     return app

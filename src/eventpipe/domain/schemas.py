@@ -12,7 +12,12 @@ from eventpipe.auth.origins import MAX_ORIGINS, normalize_origin
 from eventpipe.auth.passwords import MAX_LENGTH
 from eventpipe.domain.tables import Role
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# PostgreSQL's text types cannot hold NUL: a string with one is refused as invalid input (422)
+# before it reaches a query (where it was a 500). Every string field of a request body is a Text;
+# the pattern is in the OpenAPI schema too.
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
+Name = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
 class StrictBody(BaseModel):
@@ -22,11 +27,11 @@ class StrictBody(BaseModel):
 
 class Credentials(StrictBody):
     email: EmailStr
-    password: Annotated[str, Field(min_length=1, max_length=MAX_LENGTH)]
+    password: Annotated[Text, Field(min_length=1, max_length=MAX_LENGTH)]
 
 
 class RefreshRequest(StrictBody):
-    refresh_token: Annotated[str, Field(min_length=1, max_length=200)]
+    refresh_token: Annotated[Text, Field(min_length=1, max_length=200)]
 
 
 class TokenPair(BaseModel):
@@ -74,7 +79,7 @@ class MemberPublic(BaseModel):
     role: Role
 
 
-Origin = Annotated[str, StringConstraints(max_length=300), AfterValidator(normalize_origin)]
+Origin = Annotated[Text, StringConstraints(max_length=300), AfterValidator(normalize_origin)]
 Origins = Annotated[list[Origin], Field(max_length=MAX_ORIGINS)]
 
 

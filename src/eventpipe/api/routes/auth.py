@@ -15,6 +15,7 @@ from eventpipe.api.deps import (
     SessionDep,
     unauthorized,
 )
+from eventpipe.api.openapi import SIGNED_IN_ERRORS, errors
 from eventpipe.api.resources import Resources
 from eventpipe.auth import refresh
 from eventpipe.auth.accounts import EmailTaken, authenticate, create_user
@@ -51,7 +52,11 @@ def _client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-@router.post("/auth/signup", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/auth/signup",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(400, 403, 409, 422, 503),
+)
 async def signup(body: Credentials, resources: ResourcesDep, session: SessionDep) -> UserPublic:
     """Create an account (only when EVENTPIPE_ALLOW_SIGNUP is on)."""
     if not resources.settings.allow_signup:
@@ -69,7 +74,7 @@ async def signup(body: Credentials, resources: ResourcesDep, session: SessionDep
     return UserPublic.model_validate(user)
 
 
-@router.post("/auth/login")
+@router.post("/auth/login", responses=errors(401, 422, 429, 503))
 async def login(
     body: Credentials,
     request: Request,
@@ -102,7 +107,7 @@ async def login(
     return _token_pair(resources, rotated)
 
 
-@router.post("/auth/refresh")
+@router.post("/auth/refresh", responses=errors(401, 422, 503))
 async def refresh_tokens(
     body: RefreshRequest, resources: ResourcesDep, session: SessionDep
 ) -> TokenPair:
@@ -118,7 +123,7 @@ async def refresh_tokens(
     return _token_pair(resources, rotated)
 
 
-@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT, responses=SIGNED_IN_ERRORS)
 async def logout(claims: CurrentClaims, redis: RedisDep, session: SessionDep) -> None:
     """Revoke this access token at once on every replica, and its refresh tokens."""
     await revoke_token(redis, claims)
@@ -126,7 +131,7 @@ async def logout(claims: CurrentClaims, redis: RedisDep, session: SessionDep) ->
     await session.commit()
 
 
-@router.post("/auth/logout-all", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/auth/logout-all", status_code=status.HTTP_204_NO_CONTENT, responses=SIGNED_IN_ERRORS)
 async def logout_all(
     user_id: CurrentUserId, resources: ResourcesDep, redis: RedisDep, session: SessionDep
 ) -> None:
@@ -136,7 +141,7 @@ async def logout_all(
     await session.commit()
 
 
-@router.get("/auth/me")
+@router.get("/auth/me", responses=SIGNED_IN_ERRORS)
 async def me(user_id: CurrentUserId, session: SessionDep) -> UserPublic:
     """The signed-in user."""
     user = await session.get(User, user_id)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from eventpipe.core.errors import json_response
 from eventpipe.core.kafka import security_config
@@ -14,13 +16,28 @@ from eventpipe.core.probes import probe_kafka, probe_postgres, probe_redis
 router = APIRouter(tags=["health"])
 
 
+class ReadinessCheck(BaseModel):
+    status: Literal["ok", "down"]
+    detail: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, ReadinessCheck]
+
+
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": Readiness, "description": "Kafka, Redis or PostgreSQL does not answer"}
+}
+
+
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """Liveness: the process serves requests; touches no dependency."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=Readiness, responses=NOT_READY)
 async def readyz(request: Request) -> Response:
     """Readiness: Kafka, Redis and PostgreSQL each answer; 503 while any of them does not."""
     resources = request.app.state.resources

@@ -17,6 +17,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import Route
 
+from eventpipe.api.ingestdoc import EXAMPLES, PREFLIGHT, ingest_operation
+from eventpipe.api.openapi import DocumentedRoute
 from eventpipe.api.resources import Resources
 from eventpipe.auth.origins import cors_headers, origin_allowed, preflight_headers
 from eventpipe.auth.writekeys import ResolvedKey
@@ -165,24 +167,40 @@ async def batch(request: Request) -> Response:
     return await _answer(request, None)
 
 
+def preflight_of(route: Route) -> DocumentedRoute:
+    """The OPTIONS route answering browsers' preflights of `route`."""
+    in_path = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in route.param_convertors
+    ]
+    operation = {**PREFLIGHT, "parameters": in_path + PREFLIGHT["parameters"]}
+    return DocumentedRoute(route.path, preflight, methods=["OPTIONS"], operation=operation)
+
+
 def _single(kind: str, path: str | None = None) -> Route:
     async def endpoint(request: Request) -> Response:
         return await _answer(request, kind)
 
-    endpoint.__doc__ = f"One {kind} event."
     path = path or f"/v1/{kind}"
-    return Route(path, endpoint, methods=["POST"], name=path.removeprefix("/v1/"))
+    operation = ingest_operation(f"One {kind} event.", "SegmentEvent", EXAMPLES[kind])
+    name = path.removeprefix("/v1/")
+    return DocumentedRoute(path, endpoint, methods=["POST"], name=name, operation=operation)
+
+
+def _batch(path: str, name: str) -> Route:
+    operation = ingest_operation(batch.__doc__ or "", "SegmentBatch", EXAMPLES["batch"])
+    return DocumentedRoute(path, batch, methods=["POST"], name=name, operation=operation)
 
 
 # Plain Starlette routes, not FastAPI's: the endpoints read the request themselves, and FastAPI's
 # dependency solving and validation cost ~30 us per request (measured), a sixth of a single
-# event's whole cost in the api. Segment's API is documented in docs/ingest.md, not OpenAPI.
-routes = [Route("/v1/batch", batch, methods=["POST"], name="batch")]
+# event's whole cost in the api. Their OpenAPI operations are in api/ingestdoc.py.
+routes: list[Route] = [_batch("/v1/batch", "batch")]
 routes += [_single(kind) for kind in SINGLE_TYPES]
 # analytics.js posts to the first letter of each type (/v1/t, /v1/p, ...) and batches to /v1/b.
-routes += [Route("/v1/b", batch, methods=["POST"], name="batch_short")]
+routes += [_batch("/v1/b", "batch_short")]
 routes += [_single(kind, f"/v1/{kind[0]}") for kind in SINGLE_TYPES]
 # RudderStack's JS SDK sends its page-leave beacons (text/plain, `?writeKey=`) here.
-routes += [Route("/beacon/v1/batch", batch, methods=["POST"], name="beacon_batch")]
+routes += [_batch("/beacon/v1/batch", "beacon_batch")]
 # After the POST routes, which carry the traffic and are matched first.
-preflights = [Route(route.path, preflight, methods=["OPTIONS"]) for route in routes]
+preflights: list[Route] = [preflight_of(route) for route in routes]

@@ -28,7 +28,12 @@ STREAM_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/live", responses={**PROJECT_ERRORS, **STREAM_DOC}, response_class=EventStream)
+@router.get(
+    "/live",
+    status_code=200,
+    responses={**PROJECT_ERRORS, **STREAM_DOC},
+    response_class=EventStream,
+)
 async def live(
     access: Viewer,
     claims: CurrentClaims,

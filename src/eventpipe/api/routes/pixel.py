@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.routing import Route
 
+from eventpipe.api.openapi import DocumentedRoute, Operation, raw_errors
 from eventpipe.api.routes.ingest import SINGLE_TYPES, accept, refusal, with_cors
 from eventpipe.ingest.errors import IngestError
 from eventpipe.ingest.producer import KafkaUnavailable
@@ -22,6 +23,7 @@ from eventpipe.ingest.segment import MAX_EVENT_BYTES
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 # Four base64 characters carry three bytes; an event larger than Segment's limit is refused.
 MAX_DATA_CHARS = (MAX_EVENT_BYTES + 2) // 3 * 4
+BASE64 = "^[-A-Za-z0-9+/_ ]*=*$"
 
 
 def decode_data(data: str | None) -> bytes:
@@ -50,4 +52,27 @@ async def pixel(request: Request) -> Response:
     return with_cors(request, response)
 
 
-routes = [Route("/v1/pixel/{type}", pixel, methods=["GET"], name="pixel")]
+OPERATION: Operation = {
+    "tags": ["ingest"],
+    "summary": "One event in a tracking pixel's URL; the write key is `writeKey` in its JSON.",
+    "parameters": [
+        {"name": "type", "in": "path", "required": True, "schema": {"enum": list(SINGLE_TYPES)}},
+        {
+            "name": "data",
+            "in": "query",
+            "required": True,
+            "description": "the event as base64 JSON (standard or URL-safe, padded or not)",
+            "schema": {"type": "string", "maxLength": MAX_DATA_CHARS, "pattern": BASE64},
+        },
+    ],
+    "responses": {
+        "200": {
+            "description": "A 1x1 GIF, once Kafka has the event",
+            "content": {"image/gif": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **raw_errors(400, 401, 403, 404, 429, 503),
+    },
+}
+routes: list[Route] = [
+    DocumentedRoute("/v1/pixel/{type}", pixel, methods=["GET"], name="pixel", operation=OPERATION)
+]

@@ -8,6 +8,7 @@ from fastapi import APIRouter, status
 from sqlalchemy import select
 
 from eventpipe.api.deps import CurrentUserId, Member, Owner, SessionDep, Viewer
+from eventpipe.api.openapi import PROJECT_ERRORS, SIGNED_IN_ERRORS, USER_ERRORS, errors
 from eventpipe.core.errors import ApiError
 from eventpipe.domain import projects
 from eventpipe.domain.schemas import (
@@ -21,6 +22,8 @@ from eventpipe.domain.schemas import (
 from eventpipe.domain.tables import Project, Role, User
 
 router = APIRouter(prefix="/api/projects", tags=["projects"])
+# Changing members may leave a project without an owner: 409.
+MEMBER_ERRORS = {**PROJECT_ERRORS, **errors(409)}
 
 
 def _public(project: Project, role: str) -> ProjectPublic:
@@ -36,7 +39,7 @@ async def _project(session: SessionDep, project_id: uuid.UUID) -> Project:
     return project
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=USER_ERRORS)
 async def create_project(
     body: ProjectCreate, user_id: CurrentUserId, session: SessionDep
 ) -> ProjectPublic:
@@ -47,19 +50,19 @@ async def create_project(
     return _public(project, Role.OWNER)
 
 
-@router.get("")
+@router.get("", responses=SIGNED_IN_ERRORS)
 async def list_projects(user_id: CurrentUserId, session: SessionDep) -> list[ProjectPublic]:
     """Projects the caller belongs to, with the caller's role in each."""
     return [_public(p, role) for p, role in await projects.projects_of(session, user_id=user_id)]
 
 
-@router.get("/{project_id}")
+@router.get("/{project_id}", responses=PROJECT_ERRORS)
 async def get_project(access: Viewer, session: SessionDep) -> ProjectPublic:
     """One project."""
     return _public(await _project(session, access.project_id), access.role)
 
 
-@router.patch("/{project_id}")
+@router.patch("/{project_id}", responses=PROJECT_ERRORS)
 async def update_project(body: ProjectUpdate, access: Member, session: SessionDep) -> ProjectPublic:
     """Rename a project (members and owners)."""
     project = await _project(session, access.project_id)
@@ -68,21 +71,21 @@ async def update_project(body: ProjectUpdate, access: Member, session: SessionDe
     return _public(project, access.role)
 
 
-@router.delete("/{project_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{project_id}", status_code=status.HTTP_204_NO_CONTENT, responses=PROJECT_ERRORS)
 async def delete_project(access: Owner, session: SessionDep) -> None:
     """Delete a project and everything in it (owners only)."""
     await session.delete(await _project(session, access.project_id))
     await session.commit()
 
 
-@router.get("/{project_id}/members")
+@router.get("/{project_id}/members", responses=PROJECT_ERRORS)
 async def list_members(access: Viewer, session: SessionDep) -> list[MemberPublic]:
     """Members of a project and their roles."""
     members = await projects.members_of(session, project_id=access.project_id)
     return [MemberPublic(user_id=u.id, email=u.email, role=Role(role)) for u, role in members]
 
 
-@router.post("/{project_id}/members", status_code=status.HTTP_201_CREATED)
+@router.post("/{project_id}/members", status_code=status.HTTP_201_CREATED, responses=MEMBER_ERRORS)
 async def add_member(body: MemberCreate, access: Owner, session: SessionDep) -> MemberPublic:
     """Add an existing account to the project, or change its role (owners only)."""
     user = await session.scalar(select(User).where(User.email == body.email.lower()))
@@ -92,7 +95,7 @@ async def add_member(body: MemberCreate, access: Owner, session: SessionDep) -> 
     return MemberPublic(user_id=user.id, email=user.email, role=body.role)
 
 
-@router.patch("/{project_id}/members/{user_id}")
+@router.patch("/{project_id}/members/{user_id}", responses=MEMBER_ERRORS)
 async def change_member(
     user_id: uuid.UUID, body: MemberUpdate, access: Owner, session: SessionDep
 ) -> MemberPublic:
@@ -105,7 +108,11 @@ async def change_member(
     return MemberPublic(user_id=user.id, email=user.email, role=body.role)
 
 
-@router.delete("/{project_id}/members/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/{project_id}/members/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=MEMBER_ERRORS,
+)
 async def remove_member(user_id: uuid.UUID, access: Owner, session: SessionDep) -> None:
     """Remove a member (owners only); the last owner cannot be removed."""
     try:

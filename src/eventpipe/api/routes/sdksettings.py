@@ -9,14 +9,17 @@ page needs nothing from Segment's or RudderStack's CDN and sends every event her
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
 from starlette.routing import Route
 
+from eventpipe.api.ingestdoc import KEY_QUERY, KEY_SECURITY
+from eventpipe.api.openapi import JSON, DocumentedRoute, Operation, raw_errors
 from eventpipe.api.routes.ingest import (
     check_origin,
-    preflight,
+    preflight_of,
     presented_key,
     refusal,
     resolve_key,
@@ -119,9 +122,30 @@ async def source_config(request: Request) -> Response:
     return with_cors(request, response)
 
 
-routes = [
-    Route("/v1/projects/{write_key}/settings", settings_of_project, methods=["GET"]),
-    Route("/sourceConfig/", source_config, methods=["GET"]),
-    Route("/sourceConfig", source_config, methods=["GET"]),
+# Where each route takes the write key: its path, or Basic auth (else `?writeKey=`).
+_KEY_IN_PATH = {"name": "write_key", "in": "path", "required": True, "schema": {"type": "string"}}
+_KEY_IN_AUTH = {"security": KEY_SECURITY, "parameters": [KEY_QUERY]}
+
+
+def _operation(summary: str, key: dict[str, Any]) -> Operation:
+    settings = {"description": "The settings", "content": {JSON: {"schema": {"type": "object"}}}}
+    return {
+        "tags": ["sdk settings"],
+        "summary": summary,
+        **key,
+        "responses": {"200": settings, **raw_errors(401, 403, 503)},
+    }
+
+
+_SOURCE_CONFIG = _operation(source_config.__doc__ or "", _KEY_IN_AUTH)
+routes: list[Route] = [
+    DocumentedRoute(
+        "/v1/projects/{write_key}/settings",
+        settings_of_project,
+        methods=["GET"],
+        operation=_operation(settings_of_project.__doc__ or "", {"parameters": [_KEY_IN_PATH]}),
+    ),
+    DocumentedRoute("/sourceConfig/", source_config, methods=["GET"], operation=_SOURCE_CONFIG),
+    DocumentedRoute("/sourceConfig", source_config, methods=["GET"], operation=_SOURCE_CONFIG),
 ]
-routes += [Route(route.path, preflight, methods=["OPTIONS"]) for route in list(routes)]
+routes += [preflight_of(route) for route in list(routes)]

@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, status
 
 from eventpipe.api.deps import Member, SessionDep, Viewer
+from eventpipe.api.openapi import PROJECT_ERRORS
 from eventpipe.auth.writekeys import (
     create_write_key,
     revoke_write_key,
@@ -21,7 +22,9 @@ from eventpipe.domain.schemas import (
     WriteKeyUpdate,
 )
 
-router = APIRouter(prefix="/api/projects/{project_id}/write-keys", tags=["write keys"])
+router = APIRouter(
+    prefix="/api/projects/{project_id}/write-keys", tags=["write keys"], responses=PROJECT_ERRORS
+)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
