@@ -176,10 +176,11 @@ def read_hourly(pipeline: Pipeline, workload: Workload) -> dict[tuple[str, str],
         for partition in range(PARTITIONS):
             for hour in hours:
                 key = counts_key(partition, HOUR, workload.project, hour)
-                found = client.hgetall(key)
-                assert isinstance(found, dict)  # the sync client: not an awaitable
-                for name, count in found.items():
-                    merged[(hour, name.decode())] += int(count)
+                found = client.zrange(key, 0, -1, withscores=True)
+                assert isinstance(found, list)  # the sync client: not an awaitable
+                for name, count in found:
+                    if name.decode() != ALL:
+                        merged[(hour, name.decode())] += int(count)
     return dict(merged)
 
 
@@ -193,7 +194,8 @@ def read_top(pipeline: Pipeline, workload: Workload) -> dict[str, int]:
             found = client.zrange(key, 0, -1, withscores=True)
             assert isinstance(found, list)
             for name, score in found:
-                merged[name.decode()] += int(score)
+                if name.decode() != ALL:
+                    merged[name.decode()] += int(score)
     return dict(merged)
 
 

@@ -39,18 +39,18 @@ def test_plan_shares_targets_and_tags_every_key_with_the_partition() -> None:
     assert step.events[0][1] == step.events[1][1] != step.events[2][1]  # by name and minute
     assert step.uniques == [("ep:{p7}:users:hour:p:2026112514", "ep:{p7}:users:day:p:20261125")]
     assert [event[2:] for event in step.events] == [(1, "u1"), (1, "u1"), (1, "u2")]
-    minute = ("h", "ep:{p7}:count:minute:p:202611251403")
-    assert sum(1 for op, key, _, _ in step.targets if (op, key) == minute) == 2
+    minute = ("z", "ep:{p7}:count:minute:p:202611251403")
+    assert {m for op, key, m, _ in step.targets if (op, key) == minute} == {"Click", "Buy", ALL}
     assert all(ttl == 0 for op, key, _, ttl in step.targets if op == OP_COUNT and "total" in key)
 
 
-def test_a_name_group_holds_its_five_counters() -> None:
+def test_a_name_group_holds_its_name_and_the_total_in_each_bucket_and_all_time() -> None:
     step = plan_step(0, [_record("m1", "u1"), _record("m2", "u2", kind="page")])
     assert len(step.groups) == 2
     for indices in step.groups:
         reached = sorted((step.targets[t - 1][0], step.targets[t - 1][1]) for t in indices)
         kinds = [key.split(":")[2] for _, key in reached]
-        assert sorted(kinds) == ["count", "count", "top", "total", "total"]
+        assert sorted(kinds) == ["count"] * 4 + ["top"] * 2 + ["total"] * 2
     assert {step.targets[t - 1][2] for t in step.groups[1]} == {"$page", ALL}
 
 
@@ -63,8 +63,8 @@ def test_dedupe_marks_are_per_project_and_fixed_size() -> None:
 def test_argv_layout() -> None:
     step = plan_step(0, [_record("m1", "u1")])
     argv = step.argv("g:t", 40, 42, 86400)
-    assert argv[:8] == ["g:t", 40, 42, 86400, 90 * 86400, 5, 1, 1]
-    rest = argv[8 + 4 * 5 :]
-    assert rest[0] == 5 and sorted(rest[1:6]) == [1, 2, 3, 4, 5]
-    assert rest[6:8] == ["ep:{p0}:users:hour:p:2026112514", "ep:{p0}:users:day:p:20261125"]
-    assert rest[8:] == [dedupe_mark(0, "p", "m1"), 1, 1, "u1"]
+    assert argv[:8] == ["g:t", 40, 42, 86400, 90 * 86400, 8, 1, 1]
+    rest = argv[8 + 4 * 8 :]
+    assert rest[0] == 8 and sorted(rest[1:9]) == list(range(1, 9))
+    assert rest[9:11] == ["ep:{p0}:users:hour:p:2026112514", "ep:{p0}:users:day:p:20261125"]
+    assert rest[11:] == [dedupe_mark(0, "p", "m1"), 1, 1, "u1"]

@@ -19,7 +19,9 @@ class RangePublic(BaseModel):
 class SeriesPoint(BaseModel):
     t: datetime
     total: int
-    events: dict[str, int]
+    events: dict[str, int] | None = Field(
+        default=None, description="per-name counts (in /stats/counts; absent in the overview)"
+    )
 
 
 class UsersPoint(BaseModel):
@@ -46,11 +48,14 @@ class Overview(PeriodPublic):
     all_time: int
 
 
-class CountsPublic(BaseModel):
+class CountsPeriod(BaseModel):
     range: RangePublic
     total: int
     series: list[SeriesPoint]
-    previous: PeriodPublic | None
+
+
+class CountsPublic(CountsPeriod):
+    previous: CountsPeriod | None
 
 
 class UsersPublic(BaseModel):

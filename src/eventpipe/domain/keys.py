@@ -5,17 +5,22 @@ Every key of a Kafka partition carries its hash tag `{p<N>}`, so one batch's ste
 Cluster slot. A user's events all land in one partition (Kafka key = project and user), so
 per-partition unique counts add up to the project's. Per project:
 
-- `ep:{pN}:count:minute:<project>:<YYYYmmddHHMM>`  hash event name -> count   (48 hours)
-- `ep:{pN}:count:hour:<project>:<YYYYmmddHH>`      hash event name -> count   (90 days)
+- `ep:{pN}:count:minute:<project>:<YYYYmmddHHMM>`  sorted set name -> count, and `$all` (48 hours)
+- `ep:{pN}:count:hour:<project>:<YYYYmmddHH>`      sorted set name -> count, and `$all` (90 days)
 - `ep:{pN}:users:hour:<project>:<YYYYmmddHH>`      HyperLogLog of users       (90 days)
 - `ep:{pN}:users:day:<project>:<YYYYmmdd>`         HyperLogLog of users       (90 days)
-- `ep:{pN}:top:<project>:<YYYYmmdd>`               sorted set name -> count   (90 days): the
-  day's counts per name
+- `ep:{pN}:top:<project>:<YYYYmmdd>`               sorted set name -> count, and `$all`
+  (90 days): the day's counts per name
 - `ep:{pN}:total:<project>`                        hash event name -> count, and `$all` (no
   expiry: one small hash per project and partition)
 - `ep:{pN}:seen:<16-byte blake2b of project:messageId>`  dedupe mark         (dedupe window)
 - `ep:{pN}:offsets`                                hash "<group>:<topic>" -> next offset
+- `ep:{pN}:users:merged:<project>:<resolution>:<first>:<last>`  HyperLogLog, the union of
+  finished buckets, kept a minute (a cache of the queries: the union of a month is the costly part)
 - `ep:live:<project>`                              stream of the project's new events (capped)
+
+Every bucket of counts is a sorted set with its total in `$all`: a range's per-name sums are one
+ZUNION per partition inside Redis, and its per-bucket totals one ZSCORE per bucket.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ def stamp(moment: datetime, resolution: str) -> str:
 
 
 def counts_key(partition: int, resolution: str, project_id: str, bucket: str) -> str:
-    """Counts per event name in one minute or hour (`resolution` MINUTE or HOUR)."""
+    """Counts per event name (and `$all`) in one minute or hour (`resolution` MINUTE or HOUR)."""
     return f"{tag(partition)}:count:{resolution}:{project_id}:{bucket}"
 
 
@@ -53,8 +58,15 @@ def users_key(partition: int, resolution: str, project_id: str, bucket: str) -> 
 
 
 def day_counts_key(partition: int, project_id: str, day: str) -> str:
-    """Counts per event name in one day (a sorted set: it ranks the top events too)."""
+    """Counts per event name (and `$all`) in one day."""
     return f"{tag(partition)}:top:{project_id}:{day}"
+
+
+def merged_users_key(
+    partition: int, project_id: str, resolution: str, first: str, last: str
+) -> str:
+    """Cache of the union of the users HyperLogLogs of buckets `first` to `last`, inclusive."""
+    return f"{tag(partition)}:users:merged:{project_id}:{resolution}:{first}:{last}"
 
 
 def totals_key(partition: int, project_id: str) -> str:

@@ -44,9 +44,10 @@ class StepArgs:
     """The Redis step for one partition's batch: what the script needs, in its ARGV layout.
 
     Events of a batch share most of their keys, so per event the step names groups, not keys: the
-    group of counters its name adds one to in its minute (five counters), and the pair of
-    HyperLogLogs (hour, day) its user joins. Python and Lua each do per event a fraction of the
-    work of seven separate targets.
+    group of counters its name adds one to in its minute (its name and `$all` in the minute, the
+    hour and the day, and in the all-time totals: eight counters), and the pair of HyperLogLogs
+    (hour, day) its user joins. Python and Lua each do per event a fraction of the work of ten
+    separate targets.
     """
 
     # Counters (op "h": HINCRBY, "z": ZINCRBY): (op, key, member, ttl).
@@ -110,13 +111,14 @@ def plan_step(partition: int, records: list[EventRecord]) -> StepArgs:
         if name_group is None:
             name, minute = event_name(record), _digits(timestamp)
             total = totals_key(partition, project)
+            buckets = (
+                (counts_key(partition, MINUTE, project, minute), MINUTE_TTL_S),
+                (counts_key(partition, HOUR, project, minute[:10]), LONG_TTL_S),
+                (day_counts_key(partition, project, minute[:8]), LONG_TTL_S),
+            )
             name_group = by_name[name_key] = step.group([
-                step.target(OP_COUNT, counts_key(partition, MINUTE, project, minute), name,
-                            MINUTE_TTL_S),
-                step.target(OP_COUNT, counts_key(partition, HOUR, project, minute[:10]), name,
-                            LONG_TTL_S),
-                step.target(OP_RANK, day_counts_key(partition, project, minute[:8]), name,
-                            LONG_TTL_S),
+                *(step.target(OP_RANK, key, member, ttl)
+                  for key, ttl in buckets for member in (name, ALL)),
                 step.target(OP_COUNT, total, name, NO_TTL),
                 step.target(OP_COUNT, total, ALL, NO_TTL),
             ])  # fmt: skip
