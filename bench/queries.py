@@ -263,7 +263,9 @@ FROM (
       mod(u + g, 8) AS path
     FROM (
       SELECT g, floor(%(users)s * power(random(), 2))::int AS u,
-        %(start)s::timestamptz + (g - 1 + random()) * %(step)s::interval AS ts,
+        -- The step is rounded to microseconds: kept short of the span's end (its day's bound).
+        LEAST(%(start)s::timestamptz + (g - 1 + random()) * %(step)s::interval,
+              %(end)s::timestamptz - interval '1 millisecond') AS ts,
         CASE WHEN %(every)s > 0 AND mod(g, %(every)s) = 0 THEN %(other)s::uuid
           ELSE %(project)s::uuid END AS project_id,
         (%(names)s::text[])[floor(exp(random() * ln(%(ranks)s + 1)))::int] AS event
@@ -317,6 +319,7 @@ def generate(conn: Conn, table: str, span: Span, users: int) -> None:
             "skus": SKUS,
             "users": users,
             "start": span.start,
+            "end": span.end,
             "step": (span.end - span.start) / span.rows,
             "every": span.other_every if span.other else 0,
             "other": span.other or span.project,
