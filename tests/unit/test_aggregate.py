@@ -39,7 +39,7 @@ def test_plan_shares_targets_and_tags_every_key_with_the_partition() -> None:
     assert step.events[0][1] == step.events[1][1] != step.events[2][1]  # by name and minute
     assert step.uniques == [("ep:{p7}:users:hour:p:2026112514", "ep:{p7}:users:day:p:20261125")]
     assert [event[2:] for event in step.events] == [(1, "u1"), (1, "u1"), (1, "u2")]
-    minute = ("z", "ep:{p7}:count:minute:p:202611251403")
+    minute = ("z", "ep:{p7}:counts:minute:p:202611251403")
     assert {m for op, key, m, _ in step.targets if (op, key) == minute} == {"Click", "Buy", ALL}
     assert all(ttl == 0 for op, key, _, ttl in step.targets if op == OP_COUNT and "total" in key)
 
@@ -49,8 +49,11 @@ def test_a_name_group_holds_its_name_and_the_total_in_each_bucket_and_all_time()
     assert len(step.groups) == 2
     for indices in step.groups:
         reached = sorted((step.targets[t - 1][0], step.targets[t - 1][1]) for t in indices)
-        kinds = [key.split(":")[2] for _, key in reached]
-        assert sorted(kinds) == ["count"] * 4 + ["top"] * 2 + ["total"] * 2
+        kinds = [":".join(key.split(":")[2:4]) for _, key in reached]
+        assert (
+            sorted(kinds)
+            == ["counts:day"] * 2 + ["counts:hour"] * 2 + ["counts:minute"] * 2 + ["total:p"] * 2
+        )
     assert {step.targets[t - 1][2] for t in step.groups[1]} == {"$page", ALL}
 
 

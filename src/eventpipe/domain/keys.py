@@ -5,12 +5,11 @@ Every key of a Kafka partition carries its hash tag `{p<N>}`, so one batch's ste
 Cluster slot. A user's events all land in one partition (Kafka key = project and user), so
 per-partition unique counts add up to the project's. Per project:
 
-- `ep:{pN}:count:minute:<project>:<YYYYmmddHHMM>`  sorted set name -> count, and `$all` (48 hours)
-- `ep:{pN}:count:hour:<project>:<YYYYmmddHH>`      sorted set name -> count, and `$all` (90 days)
+- `ep:{pN}:counts:minute:<project>:<YYYYmmddHHMM>` sorted set name -> count, and `$all` (48 hours)
+- `ep:{pN}:counts:hour:<project>:<YYYYmmddHH>`     sorted set name -> count, and `$all` (90 days)
+- `ep:{pN}:counts:day:<project>:<YYYYmmdd>`        sorted set name -> count, and `$all` (90 days)
 - `ep:{pN}:users:hour:<project>:<YYYYmmddHH>`      HyperLogLog of users       (90 days)
 - `ep:{pN}:users:day:<project>:<YYYYmmdd>`         HyperLogLog of users       (90 days)
-- `ep:{pN}:top:<project>:<YYYYmmdd>`               sorted set name -> count, and `$all`
-  (90 days): the day's counts per name
 - `ep:{pN}:total:<project>`                        hash event name -> count, and `$all` (no
   expiry: one small hash per project and partition)
 - `ep:{pN}:seen:<16-byte blake2b of project:messageId>`  dedupe mark         (dedupe window)
@@ -18,6 +17,10 @@ per-partition unique counts add up to the project's. Per project:
 - `ep:{pN}:users:merged:<project>:<resolution>:<first>:<last>`  HyperLogLog, the union of
   finished buckets, kept a minute (a cache of the queries: the union of a month is the costly part)
 - `ep:live:<project>`                              stream of the project's new events (capped)
+
+(Earlier versions kept buckets as `count:minute`/`count:hour` hashes and `top` sorted sets without
+`$all`. The new names mean a processor of this layout never meets a key of the old one with the
+wrong type during an upgrade; the old keys expire on their own.)
 
 Every bucket of counts is a sorted set with its total in `$all`: a range's per-name sums are one
 ZUNION per partition inside Redis, and its per-bucket totals one ZSCORE per bucket.
@@ -48,8 +51,8 @@ def stamp(moment: datetime, resolution: str) -> str:
 
 
 def counts_key(partition: int, resolution: str, project_id: str, bucket: str) -> str:
-    """Counts per event name (and `$all`) in one minute or hour (`resolution` MINUTE or HOUR)."""
-    return f"{tag(partition)}:count:{resolution}:{project_id}:{bucket}"
+    """Counts per event name (and `$all`) in one minute, hour or day."""
+    return f"{tag(partition)}:counts:{resolution}:{project_id}:{bucket}"
 
 
 def users_key(partition: int, resolution: str, project_id: str, bucket: str) -> str:
@@ -59,7 +62,7 @@ def users_key(partition: int, resolution: str, project_id: str, bucket: str) -> 
 
 def day_counts_key(partition: int, project_id: str, day: str) -> str:
     """Counts per event name (and `$all`) in one day."""
-    return f"{tag(partition)}:top:{project_id}:{day}"
+    return counts_key(partition, DAY, project_id, day)
 
 
 def merged_users_key(
