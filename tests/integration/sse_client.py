@@ -31,6 +31,11 @@ class EventStreamReader:
     status: int | None = None
     ended: bool = False
     messages: list[Message] = field(default_factory=list)
+    # Every event record, parsed once as it arrives: a wait polling `events()` must not parse
+    # megabytes again and again (holding the GIL, it would keep the reader from its socket).
+    records: list[dict[str, Any]] = field(default_factory=list)
+    # The events the `events` messages count (`n`): exact, where `records` may be a sample.
+    counted: int = 0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -56,8 +61,11 @@ class EventStreamReader:
                     if fields:
                         message = Message(fields.get("event", "message"), fields.get("data", ""),
                                           fields.get("id"))  # fmt: skip
+                        data = message.json() if message.event == "events" else {}
                         with self._lock:
                             self.messages.append(message)
+                            self.records.extend(data.get("events", []))
+                            self.counted += data.get("n", 0)
                     fields = {}
         except httpx.HTTPError:
             pass  # closed by close(), or by the server
@@ -70,7 +78,8 @@ class EventStreamReader:
 
     def events(self) -> list[dict[str, Any]]:
         """Every event record received, in order."""
-        return [record for m in self.of("events") for record in m.json()["events"]]
+        with self._lock:
+            return list(self.records)
 
     def wait_events(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         wait_for(lambda: len(self.events()) >= count, timeout, f"{count} live events",
