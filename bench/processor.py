@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -1139,23 +1140,29 @@ def header(args: argparse.Namespace) -> None:
     )
 
 
+def run_in_tmp(prefix: str, logs: Path | None, run: Callable[[Path], bool]) -> None:
+    """`run` in a temporary directory, its logs copied to `logs` (if given) whatever happens;
+    exits 0 when it answers True. Every benchmark's main ends so."""
+    # librdkafka's retry notices (a broker that just started) are not the benchmark's output.
+    logging.getLogger("eventpipe.librdkafka").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        try:
+            ok = run(Path(tmp))
+        finally:
+            if logs is not None:
+                logs.mkdir(parents=True, exist_ok=True)
+                for log in Path(tmp).glob("*.log"):
+                    shutil.copy(log, logs / log.name)
+    sys.exit(0 if ok else 1)
+
+
 def main() -> None:
     args = parse_args()
     if args.run_profiled is not None:
         run_profiled(args.run_profiled)
         return
-    # librdkafka's retry notices (a broker that just started) are not the benchmark's output.
-    logging.getLogger("eventpipe.librdkafka").setLevel(logging.ERROR)
     header(args)
-    with tempfile.TemporaryDirectory(prefix="eventpipe-bench-processor-") as tmp:
-        try:
-            ok = run(args, Path(tmp))
-        finally:
-            if args.logs is not None:
-                args.logs.mkdir(parents=True, exist_ok=True)
-                for log in Path(tmp).glob("*.log"):
-                    shutil.copy(log, args.logs / log.name)
-    sys.exit(0 if ok else 1)
+    run_in_tmp("eventpipe-bench-processor-", args.logs, lambda tmp: run(args, tmp))
 
 
 if __name__ == "__main__":

@@ -19,14 +19,10 @@ import argparse
 import asyncio
 import bisect
 import contextlib
-import logging
 import multiprocessing
 import os
 import random
 import secrets
-import shutil
-import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -66,6 +62,7 @@ from bench.processor import (
     CpuMeter,
     end_offsets,
     make_pairs,
+    run_in_tmp,
     seed_offsets,
     start_role,
     wait_ready,
@@ -1852,18 +1849,8 @@ def header(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = parse_args()
-    # librdkafka's retry notices (a broker that just started) are not the benchmark's output.
-    logging.getLogger("eventpipe.librdkafka").setLevel(logging.ERROR)
     header(args)
-    with tempfile.TemporaryDirectory(prefix="eventpipe-bench-queries-") as tmp:
-        try:
-            ok = run(args, Path(tmp))
-        finally:
-            if args.logs is not None:
-                args.logs.mkdir(parents=True, exist_ok=True)
-                for log in Path(tmp).glob("*.log"):
-                    shutil.copy(log, args.logs / log.name)
-    sys.exit(0 if ok else 1)
+    run_in_tmp("eventpipe-bench-queries-", args.logs, lambda tmp: run(args, tmp))
 
 
 if __name__ == "__main__":
