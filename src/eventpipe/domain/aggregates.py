@@ -143,17 +143,23 @@ def _number(value: bytes | str | float) -> int:
     return int(float(value))
 
 
+async def _read_buckets(
+    redis: AsyncRedis, project_id: str, partitions: int, window: TimeRange, args: list[str | int]
+) -> list[Any]:
+    """The counts script over `window`'s buckets, one call per partition (`args`: its mode)."""
+    stamps = [stamp(b, window.resolution) for b in window.buckets()]
+    calls = [
+        (_bucket_keys(project_id, p, window.resolution, stamps), args) for p in range(partitions)
+    ]
+    return await _run_script(redis, _COUNTS_SCRIPT, calls)
+
+
 async def period_counts(
     redis: AsyncRedis, *, project_id: str, partitions: int, window: TimeRange
 ) -> PeriodCounts:
     """Each bucket's total and the range's per-name sums (the overview's path)."""
     starts = window.buckets()
-    stamps = [stamp(b, window.resolution) for b in starts]
-    calls: list[tuple[list[str], list[str | int]]] = [
-        (_bucket_keys(project_id, p, window.resolution, stamps), ["sum", ALL])
-        for p in range(partitions)
-    ]
-    answers = await _run_script(redis, _COUNTS_SCRIPT, calls)
+    answers = await _read_buckets(redis, project_id, partitions, window, ["sum", ALL])
     per_bucket = [0] * len(starts)
     by_name: dict[str, int] = {}
     for bucket_totals, union in answers:
@@ -178,11 +184,7 @@ async def series(
     only `names` when given."""
     args: list[str | int] = ["names", ALL, *names] if names else ["all", ALL]
     starts = window.buckets()
-    stamps = [stamp(b, window.resolution) for b in starts]
-    calls = [
-        (_bucket_keys(project_id, p, window.resolution, stamps), args) for p in range(partitions)
-    ]
-    answers = await _run_script(redis, _COUNTS_SCRIPT, calls)
+    answers = await _read_buckets(redis, project_id, partitions, window, args)
     merged: list[dict[str, int]] = [{} for _ in starts]
     for answer in answers:
         for counts, flat in zip(merged, answer, strict=True):
