@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from eventpipe.core.config import Settings, describe_error, get_settings
 from eventpipe.core.logging import configure_logging
+from eventpipe.domain.jobs import STATUSES
 from eventpipe.local.running import with_running_servers
 
 app = typer.Typer(
@@ -191,6 +192,63 @@ def _run_dlq(*, dry_run: bool, limit: int | None) -> None:
     typer.echo(report.summary())
     if report.interrupted:
         raise typer.Exit(1)
+
+
+jobs_app = typer.Typer(
+    help="Look at the job queue; run a dead-lettered job again.", no_args_is_help=True
+)
+app.add_typer(jobs_app, name="jobs")
+
+Status = Annotated[
+    str | None, typer.Option(help="todo, doing, succeeded, failed (dead-lettered), aborted")
+]
+JobId = Annotated[int, typer.Argument(min=1, help="the job's id in the queue (`jobs list`)")]
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Status = None,
+    task: Annotated[str | None, typer.Option(help="export, deliver_webhook, ...")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    json_output: Annotated[bool, typer.Option("--json", help="one JSON object a line")] = False,
+) -> None:
+    """The newest jobs, one a line: id, status, task, attempts, queue, arguments."""
+    from eventpipe.cli_jobs import print_jobs
+
+    if status is not None and status not in STATUSES:
+        fail(f"--status: expected one of {', '.join(STATUSES)}, got {status!r}")
+    settings = load_settings()
+    require(settings, "database_url")
+    print_jobs(settings, status=status, task=task, limit=limit, as_json=json_output)
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: JobId) -> None:
+    """One job: its arguments, every state it went through, and the error of each failed attempt."""
+    from eventpipe.cli_jobs import show_job
+    from eventpipe.domain.jobs import JobNotFound
+
+    settings = load_settings()
+    require(settings, "database_url")
+    try:
+        show_job(settings, job_id)
+    except JobNotFound as error:
+        fail(str(error), code=1)
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: JobId) -> None:
+    """Run a failed (dead-lettered) job again, now."""
+    from eventpipe.cli_jobs import retry
+    from eventpipe.domain.jobs import JobNotFound, NotRetryable
+
+    settings = load_settings()
+    require(settings, "database_url")
+    try:
+        retry(settings, job_id)
+    except (JobNotFound, NotRetryable) as error:
+        fail(str(error), code=1)
+    typer.echo(f"job {job_id} is queued again")
 
 
 @app.command()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import psycopg
 import redis
-from arq.connections import RedisSettings, create_pool
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from fastapi.testclient import TestClient
 
@@ -22,7 +20,6 @@ from eventpipe.core.signals import StopFlag
 from eventpipe.local.stack import StackUrls
 from eventpipe.migrations.runner import downgrade, upgrade
 from eventpipe.processor.app import run_processor
-from eventpipe.worker.app import QUEUE_NAME, build_worker
 from tests.integration.support import free_port, group_members, wait_for
 
 
@@ -154,21 +151,6 @@ def test_processor_joins_its_group_and_leaves_on_stop(settings: Settings, topic:
         thread.join(timeout=30)
     assert not thread.is_alive()
     assert _member_count(settings.kafka_bootstrap, group) == 0
-
-
-def test_worker_takes_a_job_from_the_queue(settings: Settings) -> None:
-    async def scenario() -> object:
-        pool = await create_pool(RedisSettings.from_dsn(str(settings.redis_url)))
-        job = await pool.enqueue_job("ping", _queue_name=QUEUE_NAME)
-        assert job is not None
-        worker = build_worker(settings, burst=True, handle_signals=False)
-        await worker.main()
-        result = await job.result(timeout=10)
-        await worker.close()
-        await pool.aclose()
-        return result
-
-    assert asyncio.run(scenario()) == "pong"
 
 
 def _doctor(env_overrides: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -12,8 +12,10 @@ from eventpipe import __version__
 from eventpipe.api import ingestdoc, openapi
 from eventpipe.api.resources import close_resources, open_resources
 from eventpipe.api.routes import (
+    alerts,
     auth,
     events,
+    exports,
     health,
     ingest,
     live,
@@ -54,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(stats.router)
     app.include_router(events.router)
     app.include_router(live.router)
+    app.include_router(exports.router)
+    app.include_router(alerts.router)
     app.router.routes += pixel.routes + sdksettings.routes + ingest.preflights
     # The plain routes above (ingest, pixel, SDK settings) document themselves in the schema.
     openapi.install(app, ingestdoc.COMPONENTS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import procrastinate
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -15,7 +16,10 @@ from eventpipe.auth.writekeys import WriteKeyResolver
 from eventpipe.core.config import Settings
 from eventpipe.core.db import async_engine
 from eventpipe.core.kafka import security_config
+from eventpipe.core.queue import build_app
 from eventpipe.core.redis import redis_client
+from eventpipe.exports.configured import configured_store
+from eventpipe.exports.store import ExportStore
 from eventpipe.ingest.producer import EventProducer
 
 
@@ -32,6 +36,9 @@ class Resources:
     passwords: Passwords
     producer: EventProducer | None
     write_keys: WriteKeyResolver | None
+    # Jobs are deferred on the request's own connection: this app's pool is never opened.
+    queue: procrastinate.App | None
+    exports: ExportStore
 
 
 def open_resources(settings: Settings) -> Resources:
@@ -49,6 +56,8 @@ def open_resources(settings: Settings) -> Resources:
         passwords=Passwords(settings),
         producer=_producer(settings),
         write_keys=WriteKeyResolver(sessions, settings.write_key_cache_s) if sessions else None,
+        queue=build_app(settings) if settings.database_url else None,
+        exports=configured_store(settings),
     )
 
 

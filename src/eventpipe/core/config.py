@@ -132,6 +132,39 @@ class Settings(BaseSettings):
     processor_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9464
     # /healthz, /readyz (and metrics) of the worker (0: none).
     worker_metrics_port: Annotated[int, Field(ge=0, le=65535)] = 9465
+    # Jobs (docs/jobs.md): a worker runs this many at once; on SIGTERM it lets them run this
+    # long, then hands the rest back to the queue (below the pod's 60 s grace period).
+    worker_concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    worker_shutdown_grace_s: Annotated[float, Field(ge=0, le=3600)] = 45.0
+    # A SIGKILLed worker's jobs run again once its heartbeat is this old, found by a sweep that
+    # runs this often: the bound is stale + sweep + a poll, 30 + 15 + 5 s by default.
+    worker_heartbeat_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    worker_stale_after_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    worker_sweep_every_s: Annotated[int, Field(ge=1, le=60)] = 15
+    worker_poll_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+    # Exports: files in this directory (shared by the api and the workers), or in an S3 bucket.
+    export_dir: Path | None = None
+    export_s3_bucket: str | None = None
+    export_s3_endpoint_url: AnyHttpUrl | None = None
+    export_s3_region: str | None = None
+    export_s3_access_key_id: str | None = None
+    export_s3_secret_access_key: SecretStr | None = None
+    export_s3_prefix: str = "exports/"
+    export_batch_rows: Annotated[int, Field(ge=100, le=100_000)] = 5_000
+    # How long a download link works, and how long a finished file is kept.
+    export_link_ttl_s: Annotated[int, Field(ge=60, le=7 * 86_400)] = 3_600
+    export_retention_days: Annotated[int, Field(ge=1, le=365)] = 7
+
+    # Alerts: rules are evaluated this often (a divisor of 60, in seconds); a webhook waits this
+    # long for an answer and is retried on this schedule (seconds, jittered by ±20 %).
+    alert_evaluate_every_s: Annotated[int, Field(ge=1, le=60)] = 60
+    webhook_timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    webhook_retry_schedule_s: Annotated[list[float], NoDecode] = [5, 300, 1800, 7200, 18000, 36000]
+    # An endpoint is disabled after this many failed attempts in a row (at once on 410 Gone).
+    webhook_failures_to_disable: Annotated[int, Field(ge=1, le=1000)] = 15
+    # Webhooks to private, loopback and link-local addresses: refused unless this is set.
+    webhook_allow_private: bool = False
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -158,6 +191,32 @@ class Settings(BaseSettings):
     def _empty_kafka_security_is_unset(cls, value: object) -> object:
         # An empty variable (a chart's value left blank) means not set, not "" or the path ".".
         return None if value == "" else value
+
+    @field_validator("webhook_retry_schedule_s", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [entry.strip() for entry in value.split(",") if entry.strip()]
+        return value
+
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _check_schedule(cls, value: list[float]) -> list[float]:
+        if len(value) > 50 or any(not 0 <= delay <= 7 * 86_400 for delay in value):
+            raise ValueError("expected at most 50 delays, each from 0 to 604800 seconds")
+        return value
+
+    @field_validator("alert_evaluate_every_s")
+    @classmethod
+    def _divides_a_minute(cls, value: int) -> int:
+        # The period is a cron seconds field (*/N): only divisors of 60 keep it regular.
+        if 60 % value:
+            raise ValueError("expected a divisor of 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30, 60)")
+        return value
+
+    @property
+    def export_path(self) -> Path:
+        return self.export_dir or self.state_dir / "exports"
 
     @field_validator("kafka_bootstrap")
     @classmethod

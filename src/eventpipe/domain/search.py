@@ -137,6 +137,16 @@ async def search_events(
     )
 
 
+def export_query(project_id: uuid.UUID, filters: EventFilter) -> tuple[str, dict[str, Any]]:
+    """Every matching row, oldest first: the statement an export streams through a cursor."""
+    clauses, params = _where(filters, None)
+    query = (
+        f"SELECT {_SELECT} FROM events WHERE {' AND '.join(clauses)} "  # noqa: S608 - fixed names
+        'ORDER BY "timestamp", message_id'
+    )
+    return query, {**params, "project_id": project_id}
+
+
 async def get_event(
     session: AsyncSession, *, project_id: uuid.UUID, message_id: str
 ) -> dict[str, Any] | None:

@@ -1,95 +1,169 @@
-"""The worker role: an arq worker on the `eventpipe:jobs` queue in Redis.
+"""The worker role: Procrastinate workers on the PostgreSQL job queue (docs/jobs.md).
 
-Job functions arrive with the jobs issue; today the worker connects, registers its health key
-and waits for work. On SIGTERM arq (0.25, `job_completion_wait=0`) cancels a running job at
-once rather than finishing it: issue 19 chooses the queue again and owns that behaviour.
+On SIGTERM it stops taking jobs, lets running ones finish for `worker_shutdown_grace_s`, then
+cancels the rest, which go back to the queue at once (worker/retry.py); a SIGKILLed worker's
+jobs are handed back by the stalled sweep (worker/upkeep.py) of any worker still running.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
-import socket
+import time
+import traceback
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis
-from arq.connections import RedisSettings
-from arq.worker import Worker, func
+import procrastinate
+import psycopg
+from procrastinate.job_context import JobContext
 from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from eventpipe.core.config import Settings
-from eventpipe.core.health import serve_health
+from eventpipe.core.db import async_engine
+from eventpipe.core.health import Heartbeat, serve_health
+from eventpipe.core.queue import ALL_QUEUES, build_app, conninfo
+from eventpipe.core.redis import redis_client
+from eventpipe.domain.tables import JobError
+from eventpipe.exports.configured import configured_store
+from eventpipe.worker.metrics import JobMetrics
+from eventpipe.worker.resources import CONTEXT_KEY, WorkerResources
+from eventpipe.worker.tasks import register_tasks
 
 log = logging.getLogger(__name__)
 
-QUEUE_NAME = "eventpipe:jobs"
-HEALTH_CHECK_INTERVAL_S = 10
+# Liveness: the event loop turns at least this often unless something blocks it.
+PULSE_S = 1.0
+STUCK_AFTER_S = 30.0
+BACKOFF_S = (1, 2, 5, 10, 30)
 
 
-def health_key() -> str:
-    """This worker's own health key: arq rewrites it, with a TTL, at every turn of its loop."""
-    return f"{QUEUE_NAME}:health:{socket.gethostname()}:{os.getpid()}"
+def job_observer(
+    resources: WorkerResources, metrics: JobMetrics
+) -> Callable[[Callable[[], Awaitable[Any]], JobContext, Any], Awaitable[Any]]:
+    """A worker middleware: each attempt's outcome and duration, and a failure's error kept
+    beside the job (Procrastinate keeps the failed job, not why)."""
+
+    async def observe(
+        call_next: Callable[[], Awaitable[Any]], context: JobContext, worker: Any
+    ) -> Any:
+        del worker
+        task, started = context.job.task_name, time.monotonic()
+        try:
+            result = await call_next()
+        except asyncio.CancelledError:
+            metrics.outcomes.labels(task, "handed_back").inc()
+            raise
+        except Exception as error:
+            metrics.outcomes.labels(task, "failed").inc()
+            await _record_error(resources, context, error)
+            raise
+        finally:
+            metrics.durations.labels(task).observe(time.monotonic() - started)
+        metrics.outcomes.labels(task, "succeeded").inc()
+        return result
+
+    return observe
 
 
-async def ping(ctx: dict[Any, Any], *_args: Any, **_kwargs: Any) -> str:
-    """A job that proves the queue round trip end to end (the tests enqueue it)."""
-    log.info("ping job %s", ctx.get("job_id"))
-    return "pong"
+async def _record_error(
+    resources: WorkerResources, context: JobContext, error: BaseException
+) -> None:
+    text = "".join(traceback.format_exception_only(error)).strip()
+    assert context.job.id is not None  # noqa: S101 - a fetched job has its id
+    async with resources.sessions() as session:
+        session.add(
+            JobError(job_id=context.job.id, attempt=context.job.attempts + 1, error=text[:4000])
+        )
+        await session.commit()
 
 
-def build_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
-    assert settings.redis_url is not None  # noqa: S101 - checked by the CLI
-    return Worker(
-        functions=[func(ping, name="ping")],
-        queue_name=QUEUE_NAME,
-        redis_settings=RedisSettings.from_dsn(str(settings.redis_url)),
-        health_check_key=health_key(),
-        health_check_interval=HEALTH_CHECK_INTERVAL_S,
-        burst=burst,
-        # arq stops on SIGTERM, cancelling a running job (see the module's docstring).
-        handle_signals=handle_signals,
+def _resources(settings: Settings) -> WorkerResources:
+    engine = async_engine(str(settings.database_url))
+    return WorkerResources(
+        settings=settings,
+        engine=engine,
+        sessions=async_sessionmaker(engine, expire_on_commit=False),
+        redis=redis_client(str(settings.redis_url)),
+        store=configured_store(settings),
     )
 
 
-def _health_record(settings: Settings) -> bytes | None:
-    """This worker's health record: present while arq's loop turns (RedisError if unreachable)."""
-    client = redis.Redis.from_url(str(settings.redis_url), socket_timeout=2)
+def _ready(settings: Settings, started: Callable[[], bool]) -> tuple[bool, str]:
+    if not started():
+        return False, "the worker has not connected to the queue yet"
     try:
-        found = client.get(health_key())
+        with psycopg.connect(
+            conninfo(settings), connect_timeout=max(1, int(settings.probe_timeout_s))
+        ) as db:
+            db.execute("SELECT 1")
+    except psycopg.Error as error:
+        return False, f"PostgreSQL: {str(error).splitlines()[0] if str(error) else error!r}"
+    return True, "connected to the queue"
+
+
+async def _pulse(heartbeat: Heartbeat) -> None:
+    while True:
+        heartbeat.beat()
+        await asyncio.sleep(PULSE_S)
+
+
+async def _work(
+    settings: Settings,
+    resources: WorkerResources,
+    queue: procrastinate.App,
+    middleware: Any,
+    started: list[bool],
+) -> None:
+    async with queue.open_async():
+        started[0] = True
+        log.info(
+            "worker on queues %s, %d at a time", ", ".join(ALL_QUEUES), settings.worker_concurrency
+        )
+        await queue.run_worker_async(
+            queues=list(ALL_QUEUES),
+            concurrency=settings.worker_concurrency,
+            shutdown_graceful_timeout=settings.worker_shutdown_grace_s,
+            update_heartbeat_interval=settings.worker_heartbeat_s,
+            stalled_worker_timeout=settings.worker_stale_after_s,
+            fetch_job_polling_interval=settings.worker_poll_s,
+            additional_context={CONTEXT_KEY: resources},
+            # Done is done: the table stays the size of the work in flight and the dead letters.
+            delete_jobs="successful",
+            worker_middleware=[middleware],
+        )
+
+
+async def _run(settings: Settings) -> None:
+    resources, heartbeat, started = _resources(settings), Heartbeat(), [False]
+    registry = CollectorRegistry()
+    metrics = JobMetrics(registry, conninfo(settings), settings.probe_timeout_s)
+    if settings.worker_metrics_port:
+        serve_health(
+            settings.worker_metrics_port, registry=registry,
+            liveness=heartbeat.liveness(STUCK_AFTER_S),
+            readiness=lambda: _ready(settings, lambda: started[0]),
+        )  # fmt: skip
+    pulse = asyncio.create_task(_pulse(heartbeat))
+    middleware = job_observer(resources, metrics)
+    try:
+        for attempt in range(10**9):
+            queue = build_app(settings, pool_size=settings.worker_concurrency + 3)
+            register_tasks(queue, resources)
+            try:
+                await _work(settings, resources, queue, middleware, started)
+                return  # stopped by a signal
+            except (procrastinate.exceptions.ConnectorException, OSError) as error:
+                started[0] = False
+                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                log.warning("queue unreachable (%s); reconnecting in %d s", error, delay)
+                await asyncio.sleep(delay)
     finally:
-        client.close()
-    return found if isinstance(found, bytes) else None
-
-
-def _ready(settings: Settings) -> tuple[bool, str]:
-    try:
-        found = _health_record(settings)
-    except redis.RedisError as error:
-        return False, f"Redis: {error}"
-    if found is None:
-        return False, f"no health record in the last {HEALTH_CHECK_INTERVAL_S + 1}s"
-    return True, found.decode(errors="replace")
-
-
-def _alive(settings: Settings) -> tuple[bool, str]:
-    # A Redis outage is waited out, not cured by a restart: only a loop that stopped writing
-    # while Redis answers means this process is stuck.
-    try:
-        found = _health_record(settings)
-    except redis.RedisError as error:
-        return True, f"Redis unreachable ({error}): cannot tell, not restarting for it"
-    return found is not None, "health record present" if found else "arq's loop stopped"
+        pulse.cancel()
+        await resources.redis.aclose()
+        await resources.engine.dispose()
 
 
 def run_worker(settings: Settings) -> None:
-    worker = build_worker(settings)
-    if settings.worker_metrics_port:
-        serve_health(
-            settings.worker_metrics_port,
-            registry=CollectorRegistry(),
-            liveness=lambda: _alive(settings),
-            readiness=lambda: _ready(settings),
-        )
-    log.info("worker connected to queue %s", QUEUE_NAME)
-    # run() owns the event loop that arq bound its signal handlers to in Worker.__init__.
-    worker.run()
+    asyncio.run(_run(settings))

@@ -1,0 +1,1 @@
+"""Alert webhooks: Standard Webhooks signing, the SSRF guard and one delivery attempt."""

@@ -1,0 +1,200 @@
+"""Export file formats: writers that stream archive rows into CSV, NDJSON or Parquet.
+
+A writer takes rows in `COLUMNS` order one batch at a time and keeps nothing of a batch once it is
+written, so an export of any size runs in memory bounded by the batch. Times are written in UTC
+whatever the time zone of the database session that read them.
+
+CSV is RFC 4180 (comma, CRLF, double quotes doubled) in UTF-8 with a header row; JSON columns are
+compact JSON text, None an empty cell. Spreadsheets evaluate a cell that starts with `=`, `+`, `-`,
+`@`, tab or carriage return as a formula, and the text columns (event names, user ids) are
+whatever a client sent to the public ingest endpoint. So, as OWASP recommends against CSV
+injection, such a text cell gets a leading single quote: `=HYPERLINK(...)` is exported as
+`'=HYPERLINK(...)`. This alters those values on purpose; NDJSON and Parquet carry them exactly.
+Times, JSON and numbers are not escaped: none can start with those characters, and a quote would
+corrupt them for every program that reads the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any, BinaryIO, Protocol
+
+import orjson
+
+# pyarrow ships no type information; its objects are Any here.
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from eventpipe.domain.search import COLUMNS
+
+JSON_COLUMNS = frozenset({"properties", "traits", "context", "integrations"})
+TIME_COLUMNS = frozenset({"timestamp", "original_timestamp", "sent_at", "received_at"})
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ExportFormat(StrEnum):
+    CSV = "csv"
+    NDJSON = "ndjson"
+    PARQUET = "parquet"
+
+
+_MEDIA_TYPES = {
+    ExportFormat.CSV: "text/csv; charset=utf-8",
+    ExportFormat.NDJSON: "application/x-ndjson",
+    ExportFormat.PARQUET: "application/vnd.apache.parquet",
+}
+
+
+def media_type(fmt: ExportFormat) -> str:
+    return _MEDIA_TYPES[fmt]
+
+
+def extension(fmt: ExportFormat) -> str:
+    return f".{fmt.value}"
+
+
+class RowWriter(Protocol):
+    def write(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Append a batch of rows, each a sequence of values in `COLUMNS` order."""
+
+    def close(self) -> None:
+        """Finish the file (Parquet's footer); the sink stays open."""
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, date):  # datetime too: it is a date
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _json_bytes(value: object, option: int = 0) -> bytes:
+    try:
+        return orjson.dumps(value, option=option)
+    except orjson.JSONEncodeError:
+        # PostgreSQL's jsonb keeps integers of any size and orjson refuses those beyond 64 bits:
+        # the standard library writes them exactly, so one such event cannot fail the export.
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+        return text.encode() + (b"\n" if option & orjson.OPT_APPEND_NEWLINE else b"")
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _csv_text(value: str) -> str:
+    return f"'{value}" if value.startswith(_FORMULA_STARTS) else value
+
+
+def _csv_cell(name: str) -> Callable[[Any], Any]:
+    if name in JSON_COLUMNS:
+        return lambda value: _json_bytes(value).decode()
+    if name in TIME_COLUMNS:
+        return lambda value: _utc(value).isoformat()
+    if name == "day":
+        return date.isoformat
+    if name in ("kafka_partition", "kafka_offset"):
+        return int
+    return _csv_text
+
+
+class _CsvWriter:
+    def __init__(self, sink: BinaryIO) -> None:
+        self._sink = sink
+        self._cells = tuple(_csv_cell(name) for name in COLUMNS)
+        self._emit([COLUMNS])
+
+    def _emit(self, rows: Sequence[Sequence[Any]]) -> None:
+        # The csv module writes text: format one batch in memory, then hand the sink its bytes.
+        buffer = io.StringIO()
+        csv.writer(buffer).writerows(rows)
+        self._sink.write(buffer.getvalue().encode())
+
+    def write(self, rows: Sequence[Sequence[Any]]) -> None:
+        cells = self._cells
+        self._emit(
+            [
+                [None if v is None else cell(v) for cell, v in zip(cells, row, strict=True)]
+                for row in rows
+            ]
+        )
+
+    def close(self) -> None:
+        self._sink.flush()
+
+
+class _NdjsonWriter:
+    def __init__(self, sink: BinaryIO) -> None:
+        self._sink = sink
+        self._times = tuple(name in TIME_COLUMNS for name in COLUMNS)
+
+    def _line(self, row: Sequence[Any]) -> bytes:
+        record = {
+            name: _utc(value) if is_time and value is not None else value
+            for name, is_time, value in zip(COLUMNS, self._times, row, strict=True)
+        }
+        return _json_bytes(record, orjson.OPT_APPEND_NEWLINE)
+
+    def write(self, rows: Sequence[Sequence[Any]]) -> None:
+        self._sink.write(b"".join(self._line(row) for row in rows))
+
+    def close(self) -> None:
+        self._sink.flush()
+
+
+def _arrow_type(name: str) -> Any:
+    if name in TIME_COLUMNS:
+        return pa.timestamp("us", tz="UTC")
+    if name == "day":
+        return pa.date32()
+    if name == "kafka_partition":
+        return pa.int32()
+    if name == "kafka_offset":
+        return pa.int64()
+    return pa.string()  # text, and JSON as its text
+
+
+PARQUET_SCHEMA = pa.schema([pa.field(name, _arrow_type(name)) for name in COLUMNS])
+
+
+def _arrow_column(name: str, values: Sequence[Any]) -> Any:
+    if name in JSON_COLUMNS:
+        values = [None if v is None else _json_bytes(v).decode() for v in values]
+    # pyarrow converts aware datetimes of any offset to the UTC instant.
+    return pa.array(values, type=PARQUET_SCHEMA.field(name).type)
+
+
+class _ParquetWriter:
+    def __init__(self, sink: BinaryIO) -> None:
+        # Given a file object (not a path), pyarrow leaves it open when the writer closes.
+        self._writer = pq.ParquetWriter(sink, PARQUET_SCHEMA, compression="zstd")
+
+    def write(self, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return  # an empty row group would only grow the footer
+        columns = zip(*rows, strict=True)
+        arrays = [
+            _arrow_column(name, values) for name, values in zip(COLUMNS, columns, strict=True)
+        ]
+        table = pa.Table.from_arrays(arrays, schema=PARQUET_SCHEMA)
+        # Every call is written out as its own row group: the writer then holds no rows.
+        self._writer.write_table(table, row_group_size=len(rows))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+_WRITERS: dict[ExportFormat, Callable[[BinaryIO], RowWriter]] = {
+    ExportFormat.CSV: _CsvWriter,
+    ExportFormat.NDJSON: _NdjsonWriter,
+    ExportFormat.PARQUET: _ParquetWriter,
+}
+
+
+def open_writer(fmt: ExportFormat, sink: BinaryIO) -> RowWriter:
+    """A writer of `fmt` into `sink`; CSV writes its header row at once."""
+    return _WRITERS[fmt](sink)
