@@ -12,10 +12,9 @@ connects to an address it has just checked, never to the name.
 from __future__ import annotations
 
 import asyncio
-import random
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -25,17 +24,10 @@ import httpx
 from eventpipe.alerts.addresses import RefusedAddress, check_url, resolve_public
 from eventpipe.alerts.signing import signed_headers
 
-# Standard Webhooks' recommended schedule, as Svix runs it: retries after 5 s, 5 min, 30 min,
-# 2 h, 5 h and 10 h, about 18 hours in all (https://docs.svix.com/retries).
-DEFAULT_SCHEDULE_S: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000)
-JITTER = 0.2
 EXCERPT_CHARS = 500
 # UTF-8 needs at most 4 bytes a character, so this many bytes always yield EXCERPT_CHARS.
 EXCERPT_BYTES = 4 * EXCERPT_CHARS
 USER_AGENT = "eventpipe-alerts"
-
-# Jitter spreads retries of many alerts apart; it guards no secret.
-_jitter_rng = random.Random()  # noqa: S311
 
 
 @dataclass(frozen=True)
@@ -55,23 +47,6 @@ class Attempt:
     def gone(self) -> bool:
         """410 Gone: the receiver asks us to stop sending to this endpoint (Standard Webhooks)."""
         return self.status == 410
-
-
-def retry_delay(
-    attempt: int, schedule: Sequence[float], rng: random.Random | None = None
-) -> float | None:
-    """Seconds to wait before retry number `attempt` (1-based), or None: give up.
-
-    The delay is the schedule's step times uniform(0.8, 1.2). Not AWS "full jitter"
-    (uniform(0, delay)): the steps are what a customer is told to expect, so a retry may move
-    by a fifth either way but never collapse to an immediate one; ±20 % still scatters the
-    retries of alerts that failed together (e.g. during the customer's outage).
-    """
-    if attempt < 1:
-        raise ValueError("retry attempts are numbered from 1")
-    if attempt > len(schedule):
-        return None
-    return schedule[attempt - 1] * (rng or _jitter_rng).uniform(1 - JITTER, 1 + JITTER)
 
 
 class PublicOnlyBackend(httpcore.AsyncNetworkBackend):

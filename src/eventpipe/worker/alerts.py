@@ -80,8 +80,11 @@ async def deliver_webhook(
     settings = resources.settings
     async with resources.sessions() as session:
         rule = await session.get(AlertRule, uuid.UUID(rule_id))
-    if rule is None or not rule.enabled:
-        return "endpoint deleted or disabled: not sent"
+    if rule is None:
+        return "rule deleted: nothing to send to"
+    if not rule.enabled:
+        # Kept as a dead letter: enabled again, the endpoint gets it by `eventpipe jobs retry`.
+        raise DeliveryAbandoned(f"not sent: the endpoint is disabled ({rule.disabled_reason})")
     attempt = await deliver(
         rule.webhook_url, secret=rule.webhook_secret, msg_id=message_id,
         body=orjson.dumps(body), timeout_s=settings.webhook_timeout_s,

@@ -15,10 +15,28 @@ from procrastinate.jobs import Job
 MAX_HANDBACKS = 100
 
 
-def jittered(delay: float, rng: random.Random) -> float:
-    """±20 %: retries of jobs that failed together (an endpoint down) spread out instead of
-    arriving together again, and the schedule a user reads stays recognisable."""
-    return delay * rng.uniform(0.8, 1.2)
+JITTER = 0.2
+
+
+def retry_delay(
+    attempt: int, schedule: Sequence[float], rng: random.Random | None = None
+) -> float | None:
+    """Seconds to wait before retry number `attempt` (1-based), or None: give up.
+
+    The delay is the schedule's step times uniform(0.8, 1.2). Not AWS "full jitter"
+    (uniform(0, delay)): the steps are what a customer is told to expect, so a retry may move
+    by a fifth either way but never collapse to an immediate one; ±20 % still scatters the
+    retries of jobs that failed together (an endpoint's outage) instead of sending them together.
+    """
+    if attempt < 1:
+        raise ValueError("retry attempts are numbered from 1")
+    if attempt > len(schedule):
+        return None
+    return schedule[attempt - 1] * (rng or _jitter_rng).uniform(1 - JITTER, 1 + JITTER)
+
+
+# Jitter spreads retries apart; it guards no secret.
+_jitter_rng = random.Random()  # noqa: S311
 
 
 class Final(Exception):
@@ -31,7 +49,7 @@ class JitteredSchedule(BaseRetryStrategy):
 
     def __init__(self, schedule: Sequence[float], rng: random.Random | None = None) -> None:
         self.schedule = tuple(schedule)
-        self.rng = rng or random.Random()  # noqa: S311 - spreading retries, not a secret
+        self.rng = rng
 
     def will_retry(self, exception: BaseException, attempts: int) -> bool:
         if _handed_back(exception):
@@ -43,7 +61,12 @@ class JitteredSchedule(BaseRetryStrategy):
     def get_retry_decision(self, *, exception: BaseException, job: Job) -> RetryDecision | None:
         if not self.will_retry(exception, job.attempts):
             return None
-        delay = 0.0 if _handed_back(exception) else jittered(self.schedule[job.attempts], self.rng)
+        later = (
+            None
+            if _handed_back(exception)
+            else retry_delay(job.attempts + 1, self.schedule, self.rng)
+        )
+        delay = later or 0.0
         return RetryDecision(retry_at=datetime.now(UTC) + timedelta(seconds=delay))
 
 
