@@ -53,11 +53,12 @@ LABEL org.opencontainers.image.title="eventpipe" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.base.name="docker.io/library/python:3.11-slim-bookworm"
 
-# uid and gid 1001; the state directory is the only place it may write.
+# uid and gid 1001; the state directory and the export files are the only places it may write
+# (a volume mounted on /var/lib/eventpipe-exports takes the directory's owner when it is new).
 RUN groupadd --system --gid 1001 eventpipe \
     && useradd --system --no-log-init --uid 1001 --gid 1001 \
         --home-dir /var/lib/eventpipe --shell /usr/sbin/nologin eventpipe \
-    && install -d -o 1001 -g 1001 -m 0750 /var/lib/eventpipe
+    && install -d -o 1001 -g 1001 -m 0750 /var/lib/eventpipe /var/lib/eventpipe-exports
 
 # Owned by root: the app user can run the code but not change it.
 COPY --from=builder /app/.venv /app/.venv
@@ -68,7 +69,8 @@ ENV PATH="/app/.venv/bin:${PATH}" \
     EVENTPIPE_HTTP_HOST=0.0.0.0 \
     EVENTPIPE_HTTP_PORT=8000 \
     EVENTPIPE_STATE_DIR=/var/lib/eventpipe \
-    EVENTPIPE_CACHE_DIR=/var/lib/eventpipe/cache
+    EVENTPIPE_CACHE_DIR=/var/lib/eventpipe/cache \
+    EVENTPIPE_EXPORT_DIR=/var/lib/eventpipe-exports
 
 USER 1001:1001
 WORKDIR /var/lib/eventpipe

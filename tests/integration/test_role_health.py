@@ -115,10 +115,19 @@ def test_a_running_worker_answers_its_probes(settings: Settings, tmp_path: Path)
         )
     url = f"http://127.0.0.1:{port}"
     try:
+        # Started before its database is migrated (a rollout racing the migration job): it
+        # waits, not ready, and retries with backoff instead of exiting.
+        wait_for(
+            lambda: answers(f"{url}/readyz", 503), 60, "the worker unready", log_path.read_text
+        )
+        assert answers(f"{url}/healthz", 200) and worker.poll() is None
+        upgrade(str(settings.database_url))
         wait_for(lambda: answers(f"{url}/readyz", 200), 60, "the worker ready", log_path.read_text)
         assert httpx.get(f"{url}/healthz", timeout=5).json()["status"] == "ok"
+        assert "eventpipe_jobs_queued" in httpx.get(f"{url}/metrics", timeout=5).text
     finally:
         worker.terminate()
-        worker.wait(30)
+        assert worker.wait(30) == 0, log_path.read_text()
+    assert "reconnecting" in log_path.read_text()
     # Once it has stopped, nothing answers: the probes were the worker's own.
     assert not answers(f"{url}/healthz", 200)
