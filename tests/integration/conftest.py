@@ -27,6 +27,11 @@ from tests.integration.ingest_fixtures import (  # noqa: F401 - fixtures, found 
     write_key,
 )
 from tests.integration.processor_support import ProcessorFleet
+from tests.integration.s3_support import (  # noqa: F401 - fixtures, found by name
+    bucket,
+    s3_client,
+    s3_endpoint,
+)
 from tests.integration.support import fresh_database
 
 

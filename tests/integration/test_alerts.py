@@ -201,7 +201,10 @@ def test_a_failing_endpoint_is_retried_dead_lettered_retried_by_hand_and_disable
     state = setup.get(f"/{rule['id']}")
     assert not state["enabled"] and "4 failed attempts in a row" in state["disabled_reason"]
     again = setup.eventpipe("jobs", "retry", job_id)
-    shown_again = lambda: setup.eventpipe("jobs", "show", job_id).stdout  # noqa: E731
+
+    def shown_again() -> str:
+        return setup.eventpipe("jobs", "show", job_id).stdout
+
     wait_for(lambda: "not sent: the endpoint is disabled" in shown_again(), 30, "failed again")
     assert again.returncode == 0 and len(setup.receiver.on("/fail")) == 4  # disabled: not sent
     refused = setup.eventpipe("jobs", "retry", "999999999")

@@ -18,7 +18,10 @@ import orjson
 import psycopg
 import pyarrow.parquet as pq
 import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
+from eventpipe.api.app import create_app
 from eventpipe.auth.keys import load_keyring
 from eventpipe.exports.links import signed_query
 from eventpipe.local.stack import StackUrls
@@ -30,6 +33,7 @@ from tests.integration.jobs_support import (
     workers,
 )
 from tests.integration.pipeline_support import LivePipeline, live_pipeline
+from tests.integration.s3_support import REGION
 from tests.integration.support import wait_for
 from tests.integration.test_ingest import basic
 
@@ -279,3 +283,40 @@ def test_sigterm_hands_a_running_export_back_within_the_grace_period(
         start_worker(started, env, tmp_path)
         done = setup.wait_state(job["id"], "succeeded", timeout=120)
     check_big_file(setup.download(done))
+
+
+def test_an_export_to_an_s3_bucket_downloads_by_a_presigned_redirect(
+    setup: Setup, s3_endpoint: str, bucket: str, s3_client: Any, tmp_path: Path
+) -> None:
+    s3 = {"EVENTPIPE_EXPORT_S3_BUCKET": bucket, "EVENTPIPE_EXPORT_S3_ENDPOINT_URL": s3_endpoint,
+          "EVENTPIPE_EXPORT_S3_REGION": REGION, "EVENTPIPE_EXPORT_S3_ACCESS_KEY_ID": "testing",
+          "EVENTPIPE_EXPORT_S3_SECRET_ACCESS_KEY": "testing"}  # fmt: skip
+    settings = setup.running.settings.model_copy(update={
+        "export_s3_bucket": bucket, "export_s3_endpoint_url": s3_endpoint,
+        "export_s3_region": REGION, "export_s3_access_key_id": "testing",
+        "export_s3_secret_access_key": SecretStr("testing"),
+    })  # fmt: skip
+    env = {**setup.worker_env, **s3}
+    with workers() as started, TestClient(create_app(settings)) as api:
+        start_worker(started, env, tmp_path)
+        headers = setup.running.owner.headers
+        body = {"format": "parquet", "filters": {"name": "Purchase"}, "to": iso(NOW)}
+        answer = api.post(f"/api/projects/{setup.project}/exports", json=body, headers=headers)
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["id"]
+
+        def state() -> str:
+            return str(api.get(f"/api/jobs/{job_id}", headers=headers).json()["state"])
+
+        wait_for(lambda: state() == "succeeded", 60, "the export")
+        job = api.get(f"/api/jobs/{job_id}", headers=headers).json()
+        redirect = api.get(job["download_url"], follow_redirects=False)
+    assert redirect.status_code == 307, redirect.text
+    location = redirect.headers["location"]
+    assert location.startswith(f"{s3_endpoint}/{bucket}/exports/{job_id}.parquet?")
+    listed = s3_client.list_objects_v2(Bucket=bucket)["Contents"]
+    assert [o["Key"] for o in listed] == [f"exports/{job_id}.parquet"]  # no partial, no spool
+    fetched = httpx.get(location)
+    assert fetched.status_code == 200
+    assert f"eventpipe-{job_id}.parquet" in fetched.headers["content-disposition"]
+    assert [r["message_id"] for r in rows_of("parquet", fetched.content)] == ["e2", "e3", "e5"]
