@@ -240,7 +240,7 @@ def test_first_run_live_events_chart_search_trace_and_sign_out(
     axe_check(page, axe_source, "overview")
     shot(page, "overview", "laptop")
 
-    for name in ("keys", "members"):
+    for name in ("exports", "alerts", "keys", "members"):
         page.goto(f"{live.url}/projects/{project}/{name}")
         axe_check(page, axe_source, name)
         shot(page, name, "laptop")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
 
-from eventpipe.dashboard import manage, routes, session
+from eventpipe.dashboard import jobs, manage, routes, session
 from eventpipe.dashboard.headers import SecurityHeaders
 from eventpipe.dashboard.pages import HERE, install_page_handlers
 
@@ -17,5 +17,6 @@ def install_dashboard(app: FastAPI) -> None:
     # Before the project pages: /projects/new is not a project id.
     app.include_router(manage.router)
     app.include_router(routes.router)
+    app.include_router(jobs.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(SecurityHeaders)

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from eventpipe.alerts.addresses import check_url
+from eventpipe.alerts.signing import new_secret
 from eventpipe.core.queue import Queue, Task, defer_in
 from eventpipe.domain.tables import AlertComparison, AlertRule, WebhookDelivery
 
@@ -128,6 +130,25 @@ async def record_evaluation(
         )  # fmt: skip
     await session.commit()
     return kind
+
+
+async def create_rule(
+    session: AsyncSession, *, project_id: uuid.UUID, body: AlertRuleCreate, allow_private: bool
+) -> AlertRule:
+    """A new rule and its endpoint, with a new signing secret (`webhook_secret`: show it once).
+    Raises RefusedAddress (eventpipe.alerts.addresses) for a URL that may not be called."""
+    url = str(body.webhook_url)
+    # Literal addresses here; names are resolved and checked again at every delivery.
+    check_url(url, allow_private=allow_private)
+    rule = AlertRule(
+        id=uuid.uuid4(), project_id=project_id, name=body.name, event=body.event,
+        comparison=body.comparison.value, threshold=body.threshold,
+        window_minutes=body.window_minutes, webhook_url=url, webhook_secret=new_secret(),
+    )  # fmt: skip
+    session.add(rule)
+    await session.commit()
+    await session.refresh(rule)
+    return rule
 
 
 async def rules_of(session: AsyncSession, *, project_id: uuid.UUID) -> list[AlertRule]:

@@ -7,11 +7,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from eventpipe.alerts.addresses import RefusedAddress, check_url
-from eventpipe.alerts.signing import new_secret
+from eventpipe.alerts.addresses import RefusedAddress
 from eventpipe.api.deps import Member, ResourcesDep, SessionDep, Viewer
 from eventpipe.api.openapi import PROJECT_ERRORS
 from eventpipe.core.errors import ApiError
+from eventpipe.domain import alerts
 from eventpipe.domain.alerts import (
     AlertRuleCreate,
     AlertRuleCreated,
@@ -40,20 +40,13 @@ async def create_rule(
     body: AlertRuleCreate, access: Member, session: SessionDep, resources: ResourcesDep
 ) -> AlertRuleCreated:
     """Create a rule; its endpoint's signing secret is in this answer only and never again."""
-    url = str(body.webhook_url)
     try:
-        # Literal addresses here; names are resolved and checked again at every delivery.
-        check_url(url, allow_private=resources.settings.webhook_allow_private)
+        rule = await alerts.create_rule(
+            session, project_id=access.project_id, body=body,
+            allow_private=resources.settings.webhook_allow_private,
+        )  # fmt: skip
     except RefusedAddress as error:
         raise _refused(error) from error
-    rule = AlertRule(
-        id=uuid.uuid4(), project_id=access.project_id, name=body.name, event=body.event,
-        comparison=body.comparison.value, threshold=body.threshold,
-        window_minutes=body.window_minutes, webhook_url=url, webhook_secret=new_secret(),
-    )  # fmt: skip
-    session.add(rule)
-    await session.commit()
-    await session.refresh(rule)
     public = AlertRulePublic.model_validate(rule)
     return AlertRuleCreated(**public.model_dump(), webhook_secret=rule.webhook_secret)
 
