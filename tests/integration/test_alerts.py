@@ -169,7 +169,7 @@ def test_a_rule_fires_once_then_resolves_with_webhooks_that_verify(
 def test_a_failing_endpoint_is_retried_dead_lettered_retried_by_hand_and_disabled(
     setup: Setup, worker_factory: Callable[..., WorkerProcess]
 ) -> None:
-    worker_factory()
+    worker = worker_factory()
     setup.receiver.answer(500)
     rule = setup.rule("/fail", comparison="at_least")  # 0 >= 0: fires at the first evaluation
     wait_for(lambda: setup.outcomes(rule) == ["retrying", "retrying", "dead"], 60,
@@ -181,6 +181,10 @@ def test_a_failing_endpoint_is_retried_dead_lettered_retried_by_hand_and_disable
         later - earlier >= 0.24 for earlier, later in zip(arrivals, arrivals[1:], strict=False)
     )
     assert all(d["status"] == 500 for d in setup.deliveries(rule))
+    metrics = worker.metrics()
+    assert 'eventpipe_jobs_total{outcome="failed",task="deliver_webhook"} 3.0' in metrics
+    assert 'eventpipe_jobs_queued{queue="webhooks",status="failed"} 1.0' in metrics
+    assert 'eventpipe_job_duration_seconds_count{task="deliver_webhook"} 3.0' in metrics
 
     listed = setup.eventpipe(
         "jobs", "list", "--status", "failed", "--task", "deliver_webhook", "--json"

@@ -320,3 +320,21 @@ def test_an_export_to_an_s3_bucket_downloads_by_a_presigned_redirect(
     assert fetched.status_code == 200
     assert f"eventpipe-{job_id}.parquet" in fetched.headers["content-disposition"]
     assert [r["message_id"] for r in rows_of("parquet", fetched.content)] == ["e2", "e3", "e5"]
+
+
+def test_a_failing_export_shows_its_error_and_is_retried(setup: Setup, tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the export directory should be")
+    env = {**setup.worker_env, "EVENTPIPE_EXPORT_DIR": str(blocked)}
+    with workers() as started:
+        start_worker(started, env, tmp_path)
+        body = {
+            "format": "csv",
+            "filters": {"name": "Signup"},
+            "to": iso(NOW - timedelta(seconds=4)),
+        }
+        job = setup.export(body).json()
+        wait_for(lambda: setup.job(job["id"])["error"] is not None, 60, "the error")
+    failed = setup.job(job["id"])
+    assert failed["state"] == "queued" and failed["attempts"] == 1  # retried in about 10 s
+    assert "NotADirectoryError" in failed["error"] and failed["download_url"] is None
