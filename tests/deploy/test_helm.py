@@ -5,6 +5,7 @@ and newest Kubernetes the chart supports, and the properties of the rendered man
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from eventpipe.core.config import Settings
 from tests.deploy.tools import INSTALL_TIMEOUT_S, go_tool, pypi_tools
 
 # The first test builds helm from source on a cold machine (about 5 CPU-minutes): pytest's
@@ -51,7 +53,26 @@ DATABASE: Layer = {
 }
 JWT: Layer = {"jwt": {"activeKid": "k2026", "privateKey": JWT_PEM}}
 HOST: Layer = {"api": {"ingress": {"host": "events.example.com"}}}
-SECRET_VALUES = (REDIS_PASSWORD, DB_PASSWORD, JWT_PEM.splitlines()[1])
+S3_SECRET = "s3-secret-5be1f0"
+MINIO_PEERS = [
+    {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "storage"}},
+        "podSelector": {"matchLabels": {"app": "minio"}},
+    }
+]
+S3: Layer = {
+    "exports": {
+        "s3": {
+            "bucket": "eventpipe-exports",
+            "endpointUrl": "http://minio.storage.svc:9000",
+            "region": "eu-west-1",
+            "accessKeyId": "minio-eventpipe",
+            "secretAccessKey": S3_SECRET,
+        }
+    },
+    "networkPolicy": {"egress": {"s3": {"to": MINIO_PEERS}}},
+}
+SECRET_VALUES = (REDIS_PASSWORD, DB_PASSWORD, JWT_PEM.splitlines()[1], S3_SECRET)
 
 # Each values file together with what the others would bring, as an operator layers them.
 SCENARIOS: dict[str, tuple[Layer, ...]] = {
@@ -75,8 +96,10 @@ SCENARIOS: dict[str, tuple[Layer, ...]] = {
         HOST,
         {"processor": {"autoscaling": {"enabled": False}, "keda": {"enabled": True}}},
     ),
+    "s3": (KAFKA, REDIS, DATABASE, JWT, HOST, S3),
 }
 WORKLOAD_PORTS = {"api": 8000, "processor": 9464, "worker": 9465}
+EXPORTS_PATH = "/var/lib/eventpipe-exports"
 HOOK = "helm.sh/hook"
 HOOK_WEIGHT = "helm.sh/hook-weight"
 
@@ -514,6 +537,18 @@ def test_migration_runs_as_a_hook_before_the_release(render: Any, scenario: str)
             assert _weight(made) < _weight(job), (kind, name)
 
 
+def _extra_egress(scenario: str, component: str) -> set[int]:
+    """Ports beyond DNS, Kafka, Redis and PostgreSQL: the worker's webhooks (443, 80), and the
+    S3 endpoint's port (MinIO's 9000 in "s3"; in "managed", AWS on 443 through the pods' own
+    identity, which the api needs too, to fetch its credentials)."""
+    ports = {443, 80} if component == "worker" else set()
+    if scenario == "s3" and component == "worker":
+        ports.add(9000)
+    if scenario == "managed" and component == "api":
+        ports.add(443)
+    return ports
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_network_policies_fence_every_pod(render: Any, scenario: str) -> None:
     rendered = render(scenario)
@@ -525,8 +560,10 @@ def test_network_policies_fence_every_pod(render: Any, scenario: str) -> None:
         policy = mine[0]["spec"]
         assert policy["policyTypes"] == ["Ingress", "Egress"]
         ports = {(p["protocol"], p["port"]) for rule in policy["egress"] for p in rule["ports"]}
-        assert ports == {("UDP", 53), ("TCP", 53), ("TCP", 9092), ("TCP", 6379), ("TCP", 5432)}
         component = labels["app.kubernetes.io/component"]
+        expected = {("UDP", 53), ("TCP", 53), ("TCP", 9092), ("TCP", 6379), ("TCP", 5432)}
+        expected |= {("TCP", port) for port in _extra_egress(scenario, component)}
+        assert ports == expected, component
         ingress_ports = [p["port"] for rule in policy["ingress"] for p in rule["ports"]]
         assert ingress_ports == ([WORKLOAD_PORTS[component]] if component in WORKLOAD_PORTS else [])
     api = rendered.named("NetworkPolicy", "ep-eventpipe-api")
@@ -658,3 +695,244 @@ def test_service_accounts_mount_no_token(render: Any, scenario: str) -> None:
     assert accounts
     for account in accounts:
         assert account["automountServiceAccountToken"] is False
+
+
+def _pod_spec(rendered: Render, component: str) -> Manifest:
+    spec: Manifest = rendered.deployment(component)["spec"]["template"]["spec"]
+    return spec
+
+
+def _exports_volume(spec: Manifest) -> Manifest | None:
+    found = [v for v in spec["volumes"] if v["name"] == "exports"]
+    return found[0] if found else None
+
+
+def _exports_mount(spec: Manifest) -> Manifest | None:
+    mounts = spec["containers"][0]["volumeMounts"]
+    found = [m for m in mounts if m["name"] == "exports"]
+    return found[0] if found else None
+
+
+def _component(workload: Manifest) -> str:
+    component: str = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+    return component
+
+
+def test_export_files_are_one_volume_shared_by_the_api_and_the_worker(render: Any) -> None:
+    rendered = render("defaults")
+    [claim] = rendered.of_kind("PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+    assert "storageClassName" not in claim["spec"]  # the cluster's default class
+    assert rendered.config_data()["EVENTPIPE_EXPORT_DIR"] == EXPORTS_PATH
+    volume = {"name": "exports", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}
+    for workload, template in rendered.pod_templates():
+        spec, component = template["spec"], _component(workload)
+        env = {e["name"] for e in spec["containers"][0]["env"]}
+        assert "EVENTPIPE_EXPORT_DIR" not in env, component  # the ConfigMap's value holds
+        if component not in ("api", "worker"):
+            assert _exports_volume(spec) is None and _exports_mount(spec) is None, component
+            continue
+        assert _exports_volume(spec) == volume, component
+        mount = _exports_mount(spec)
+        assert mount is not None and mount["mountPath"] == EXPORTS_PATH, component
+        # The worker writes the files; the api only streams them.
+        assert mount.get("readOnly", False) is (component == "api")
+
+
+def test_an_existing_claim_is_mounted_and_none_is_made(tools: Tools, values_dir: Path) -> None:
+    existing = {"exports": {"persistence": {"existingClaim": "shared-nfs"}}}
+    done = helm_template(tools, values_dir, *SCENARIOS["defaults"], existing)
+    assert done.returncode == 0, done.stderr
+    rendered = Render(done.stdout, parse(tools, done.stdout))
+    assert not rendered.of_kind("PersistentVolumeClaim")
+    for component in ("api", "worker"):
+        volume = _exports_volume(_pod_spec(rendered, component))
+        assert volume == {"name": "exports", "persistentVolumeClaim": {"claimName": "shared-nfs"}}
+
+
+S3_KEY = "EVENTPIPE_EXPORT_S3_SECRET_ACCESS_KEY"
+
+
+def test_s3_exports_need_no_volume_and_keep_the_secret_key_in_a_secret(render: Any) -> None:
+    rendered = render("s3")
+    assert not rendered.of_kind("PersistentVolumeClaim")
+    data = rendered.config_data()
+    assert {k: v for k, v in data.items() if k.startswith("EVENTPIPE_EXPORT_S3_")} == {
+        "EVENTPIPE_EXPORT_S3_BUCKET": "eventpipe-exports",
+        "EVENTPIPE_EXPORT_S3_ENDPOINT_URL": "http://minio.storage.svc:9000",
+        "EVENTPIPE_EXPORT_S3_REGION": "eu-west-1",
+        "EVENTPIPE_EXPORT_S3_ACCESS_KEY_ID": "minio-eventpipe",
+        "EVENTPIPE_EXPORT_S3_PREFIX": "exports/",
+    }
+    for configmap in rendered.of_kind("ConfigMap"):
+        assert S3_KEY not in configmap["data"]
+        assert not any(S3_SECRET in value for value in configmap["data"].values())
+    secret = rendered.named("Secret", "ep-eventpipe")
+    assert secret is not None
+    assert base64.b64decode(secret["data"][S3_KEY]).decode() == S3_SECRET
+    # The migration never touches the bucket: its hook Secret goes without the key.
+    migrate = rendered.named("Secret", "ep-eventpipe-migrate")
+    assert migrate is not None and S3_KEY not in migrate["data"]
+    for workload, template in rendered.pod_templates():
+        env = {e["name"]: e for e in template["spec"]["containers"][0]["env"]}
+        if _component(workload) in ("api", "worker"):
+            ref = {"name": "ep-eventpipe", "key": S3_KEY}
+            assert env[S3_KEY]["valueFrom"]["secretKeyRef"] == ref, _component(workload)
+        else:
+            assert S3_KEY not in env, _component(workload)
+    # The api redirects to presigned URLs; the worker spools each file before its upload.
+    assert _exports_volume(_pod_spec(rendered, "api")) is None
+    worker = _pod_spec(rendered, "worker")
+    assert _exports_volume(worker) == {"name": "exports", "emptyDir": {"sizeLimit": "10Gi"}}
+    mount = _exports_mount(worker)
+    assert mount is not None and mount["mountPath"] == data["EVENTPIPE_EXPORT_DIR"]
+
+
+@pytest.mark.parametrize(
+    ("s3", "secret"),
+    [
+        ({"existingSecret": "s3-creds", "existingSecretKey": "secret-key"}, "s3-creds"),
+        ({}, "eventpipe"),  # the top-level existingSecret
+    ],
+)
+def test_s3_secret_key_from_an_existing_secret(
+    tools: Tools, values_dir: Path, s3: dict[str, str], secret: str
+) -> None:
+    bucket = {"bucket": "eventpipe-exports", "accessKeyId": "AKIAEXAMPLE", **s3}
+    values = {"exports": {"s3": bucket}, "existingSecret": "eventpipe"}
+    done = helm_template(tools, values_dir, *SCENARIOS["defaults"], values)
+    assert done.returncode == 0, done.stderr
+    rendered = Render(done.stdout, parse(tools, done.stdout))
+    for component in ("api", "worker"):
+        env = {e["name"]: e for e in _pod_spec(rendered, component)["containers"][0]["env"]}
+        ref = env[S3_KEY]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": secret, "key": s3.get("existingSecretKey", S3_KEY)}
+    for made in rendered.of_kind("Secret"):
+        assert S3_KEY not in (made.get("data") or {})
+
+
+def test_worker_hands_jobs_back_before_its_grace_period_ends(render: Any) -> None:
+    rendered = render("defaults")
+    grace = float(rendered.config_data()["EVENTPIPE_WORKER_SHUTDOWN_GRACE_S"])
+    assert grace == 45 == Settings.model_fields["worker_shutdown_grace_s"].default
+    spec = _pod_spec(rendered, "worker")
+    assert spec["terminationGracePeriodSeconds"] == 60
+    assert "lifecycle" not in spec["containers"][0]  # no preStop sleep eating into the grace
+
+
+REFUSED: dict[str, tuple[Layer, str]] = {
+    "grace-equal": (
+        {"worker": {"shutdownGraceSeconds": 60}},
+        "worker.shutdownGraceSeconds (60) must be below worker.terminationGracePeriodSeconds (60)",
+    ),
+    "grace-above": (
+        {"worker": {"shutdownGraceSeconds": 45, "terminationGracePeriodSeconds": 30}},
+        "worker.shutdownGraceSeconds (45) must be below worker.terminationGracePeriodSeconds (30)",
+    ),
+    "no-export-storage": (
+        {"exports": {"persistence": {"enabled": False}}},
+        "exports: set exports.persistence.enabled (a volume the api and the worker share)"
+        " or exports.s3.bucket",
+    ),
+    "key-id-without-secret": (
+        {"exports": {"s3": {"bucket": "eventpipe-exports", "accessKeyId": "AKIAEXAMPLE"}}},
+        "exports.s3.accessKeyId is set: give its secret as exports.s3.secretAccessKey",
+    ),
+    "secret-without-key-id": (
+        {"exports": {"s3": {"bucket": "eventpipe-exports", "secretAccessKey": S3_SECRET}}},
+        "exports.s3.secretAccessKey or exports.s3.existingSecret is set without"
+        " exports.s3.accessKeyId",
+    ),
+    "extra-repeats-a-chart-setting": (
+        {"config": {"extra": {"EVENTPIPE_WORKER_SHUTDOWN_GRACE_S": "120"}}},
+        "config.extra.EVENTPIPE_WORKER_SHUTDOWN_GRACE_S is set by the chart itself",
+    ),
+    "extra-holds-the-s3-secret": (
+        {"config": {"extra": {S3_KEY: S3_SECRET}}},
+        f"invalid propertyName '{S3_KEY}'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_job_settings_the_chart_refuses(tools: Tools, values_dir: Path, case: str) -> None:
+    values, message = REFUSED[case]
+    done = helm_template(tools, values_dir, *SCENARIOS["defaults"], values)
+    assert done.returncode != 0, done.stdout[:2000]
+    assert message in done.stderr, done.stderr
+
+
+def _in_block(address: ipaddress.IPv4Address | ipaddress.IPv6Address, block: Manifest) -> bool:
+    # An address of the other family is in no network of this one (`in` answers False).
+    if address not in ipaddress.ip_network(block["cidr"]):
+        return False
+    return not any(address in ipaddress.ip_network(e) for e in block.get("except", []))
+
+
+def _egress_allows(policy: Manifest, address: str, port: int) -> bool:
+    """Whether a NetworkPolicy lets its pods open TCP `port` on `address` (ipBlock peers only)."""
+    ip = ipaddress.ip_address(address)
+    for rule in policy["spec"]["egress"]:
+        if "ports" in rule and port not in {p["port"] for p in rule["ports"]}:
+            continue
+        peers = rule.get("to") or []
+        if not peers or any("ipBlock" in p and _in_block(ip, p["ipBlock"]) for p in peers):
+            return True
+    return False
+
+
+PUBLIC_ADDRESSES = ("93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c")
+INTERNAL_ADDRESSES = (
+    "10.0.0.7",  # RFC 1918
+    "172.16.5.4",
+    "192.168.1.10",
+    "127.0.0.1",  # loopback
+    "169.254.169.254",  # cloud metadata (link-local)
+    "100.64.0.1",  # shared address space (CGNAT)
+    "::1",
+    "fd00:ec2::254",  # unique local: AWS's IPv6 metadata address
+    "fe80::1",
+    "::ffff:10.0.0.7",  # IPv4-mapped
+)
+
+
+def test_worker_reaches_webhooks_on_the_internet_but_never_inward(render: Any) -> None:
+    rendered = render("defaults")
+    worker = rendered.named("NetworkPolicy", "ep-eventpipe-worker")
+    assert worker is not None
+    for port in (443, 80):
+        for address in PUBLIC_ADDRESSES:
+            assert _egress_allows(worker, address, port), (address, port)
+        for address in INTERNAL_ADDRESSES:
+            assert not _egress_allows(worker, address, port), (address, port)
+    assert not _egress_allows(worker, PUBLIC_ADDRESSES[0], 8443)
+    # Only the worker sends webhooks.
+    for component in ("api", "processor", "migrate"):
+        policy = rendered.named("NetworkPolicy", f"ep-eventpipe-{component}")
+        assert policy is not None
+        assert not _egress_allows(policy, PUBLIC_ADDRESSES[0], 443), component
+
+
+def test_s3_egress_reaches_the_endpoint(tools: Tools, values_dir: Path, render: Any) -> None:
+    rendered = render("s3")
+    worker = rendered.named("NetworkPolicy", "ep-eventpipe-worker")
+    assert worker is not None
+    [rule] = [
+        r for r in worker["spec"]["egress"] if {"protocol": "TCP", "port": 9000} in r["ports"]
+    ]
+    assert rule["to"] == MINIO_PEERS  # the endpoint URL's port, to the peers named
+    # With an access key the api computes presigned URLs without any call: no S3 egress.
+    api = rendered.named("NetworkPolicy", "ep-eventpipe-api")
+    assert api is not None
+    assert not any(p["port"] == 9000 for r in api["spec"]["egress"] for p in r["ports"])
+    # With the pod's own identity (IRSA) boto3 asks STS for credentials, on 443, first.
+    aws = {"exports": {"s3": {"bucket": "eventpipe-exports"}}}
+    done = helm_template(tools, values_dir, *SCENARIOS["defaults"], aws)
+    assert done.returncode == 0, done.stderr
+    policies = Render(done.stdout, parse(tools, done.stdout))
+    for component in ("api", "worker"):
+        policy = policies.named("NetworkPolicy", f"ep-eventpipe-{component}")
+        assert policy is not None
+        assert _egress_allows(policy, PUBLIC_ADDRESSES[0], 443), component
+        assert not _egress_allows(policy, "169.254.169.254", 443), component

@@ -168,6 +168,44 @@ def test_env_example_is_accepted_by_settings(monkeypatch: pytest.MonkeyPatch) ->
     assert settings.environment == "production" and settings.jwt_keys_dir is not None
 
 
+def test_env_example_comments_name_real_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The commented lines show defaults and options: uncommented, each must still be accepted.
+    commented = re.findall(
+        r"^# (EVENTPIPE_[A-Z0-9_]+)=(.*)$", (SYSTEMD / "eventpipe.env.example").read_text(), re.M
+    )
+    fields = {f"EVENTPIPE_{name.upper()}" for name in Settings.model_fields}
+    assert commented and {key for key, _ in commented} <= fields
+    for key, value in [*read_env_file(SYSTEMD / "eventpipe.env.example").items(), *commented]:
+        monkeypatch.setenv(key, value)
+    settings = Settings()
+    for key, value in commented:  # each default shown is the real default
+        field = key.removeprefix("EVENTPIPE_").lower()
+        default = Settings.model_fields[field].default
+        if "CHANGE-ME" not in value and default is not None:
+            assert getattr(settings, field) == default, key
+
+
+def environment(role: str) -> set[str]:
+    """The VAR=value pairs of a unit's Environment= lines."""
+    return set(" ".join(parse_unit(unit_path(role))["Service"]["Environment"]).split())
+
+
+def test_api_reads_the_export_files_the_worker_writes() -> None:
+    # One directory for both on a VM; only the worker's unit makes it writable (a state
+    # directory), so ProtectSystem=strict leaves the api a read-only view of it.
+    export_dir = "EVENTPIPE_EXPORT_DIR=%S/eventpipe-exports"
+    assert export_dir in environment("api") and export_dir in environment("worker")
+    assert "eventpipe-exports" in parse_unit(unit_path("worker"))["Service"]["StateDirectory"]
+    assert "eventpipe-exports" not in parse_unit(unit_path("api"))["Service"]["StateDirectory"]
+
+
+def test_worker_stop_timeout_covers_its_shutdown_grace() -> None:
+    # Running jobs get the grace, then go back to the queue: that must happen before SIGKILL.
+    [timeout] = parse_unit(unit_path("worker"))["Service"]["TimeoutStopSec"]
+    grace = Settings.model_fields["worker_shutdown_grace_s"].default
+    assert timeout.endswith("s") and int(timeout.removesuffix("s")) >= grace + 10
+
+
 def procfile() -> dict[str, str]:
     lines = (ROOT / "Procfile").read_text().splitlines()
     return dict(line.split(": ", 1) for line in lines if line.strip())

@@ -118,15 +118,48 @@ template that could fail first includes it (helm stops at the first template tha
 {{- if and $v.api.ingress.enabled (not $v.api.ingress.host) }}
 {{- $missing = append $missing "api.ingress.host is required while api.ingress.enabled is true" }}
 {{- end }}
+{{- $owned := include "eventpipe.chartConfigData" . | fromYaml }}
 {{- range $name, $_ := $v.config.extra }}
-{{- if has $name (list "EVENTPIPE_REDIS_URL" "EVENTPIPE_DATABASE_URL" "EVENTPIPE_JWT_PRIVATE_KEY") }}
-{{- $missing = append $missing (printf "config.extra.%s is a secret: set it through redis, database or jwt (it would land in a ConfigMap)" $name) }}
+{{- if has $name (list "EVENTPIPE_REDIS_URL" "EVENTPIPE_DATABASE_URL" "EVENTPIPE_JWT_PRIVATE_KEY" "EVENTPIPE_EXPORT_S3_SECRET_ACCESS_KEY") }}
+{{- $missing = append $missing (printf "config.extra.%s is a secret: set it through redis, database, jwt or exports.s3 (it would land in a ConfigMap)" $name) }}
+{{- else if hasKey $owned $name }}
+{{- $missing = append $missing (printf "config.extra.%s is set by the chart itself: use the value of values.yaml that sets it" $name) }}
 {{- end }}
+{{- end }}
+{{- $missing = concat $missing (include "eventpipe.validateExports" . | fromYamlArray) }}
+{{- $grace := int $v.worker.shutdownGraceSeconds }}
+{{- /* Unset, the pod gets Kubernetes' default grace period, 30 s. */}}
+{{- $kill := int (default 30 $v.worker.terminationGracePeriodSeconds) }}
+{{- if ge $grace $kill }}
+{{- $missing = append $missing (printf "worker.shutdownGraceSeconds (%d) must be below worker.terminationGracePeriodSeconds (%d): after its grace the worker needs time to hand the jobs still running back to the queue before the kubelet's SIGKILL" $grace $kill) }}
 {{- end }}
 {{- if $missing }}
 {{- fail (printf "\n- %s" (join "\n- " $missing)) }}
 {{- end }}
 {{- include "eventpipe.validateProcessorReplicas" . }}
+{{- end }}
+
+{{/*
+What the export storage needs, as a YAML list of messages (empty when all is well). The api
+serves the files the worker writes, so both must reach the same storage.
+*/}}
+{{- define "eventpipe.validateExports" -}}
+{{- $exports := .Values.exports }}
+{{- $s3 := $exports.s3 }}
+{{- $missing := list }}
+{{- if not (or $s3.bucket $exports.persistence.enabled) }}
+{{- $missing = append $missing "exports: set exports.persistence.enabled (a volume the api and the worker share) or exports.s3.bucket; the api serves the files the worker writes" }}
+{{- end }}
+{{- if $s3.bucket }}
+{{- $secret := or $s3.secretAccessKey $s3.existingSecret }}
+{{- if and $s3.accessKeyId (not (or $secret .Values.existingSecret)) }}
+{{- $missing = append $missing "exports.s3.accessKeyId is set: give its secret as exports.s3.secretAccessKey, exports.s3.existingSecret or in existingSecret (key EVENTPIPE_EXPORT_S3_SECRET_ACCESS_KEY)" }}
+{{- end }}
+{{- if and $secret (not $s3.accessKeyId) }}
+{{- $missing = append $missing "exports.s3.secretAccessKey or exports.s3.existingSecret is set without exports.s3.accessKeyId: give both, or neither for the pods' own identity" }}
+{{- end }}
+{{- end }}
+{{- toYaml $missing }}
 {{- end }}
 
 {{/*
@@ -152,6 +185,14 @@ count of the events topic would sit idle, so no setting may ask for more.
 
 {{/* The non-secret settings: the data of the ConfigMaps. */}}
 {{- define "eventpipe.configData" -}}
+{{ include "eventpipe.chartConfigData" . }}
+{{- range $name, $value := .Values.config.extra }}
+{{ $name }}: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The settings the chart sets from its own values (config.extra may not repeat them). */}}
+{{- define "eventpipe.chartConfigData" -}}
 EVENTPIPE_ENVIRONMENT: {{ .Values.config.environment | quote }}
 EVENTPIPE_LOG_LEVEL: {{ .Values.config.logLevel | quote }}
 EVENTPIPE_KAFKA_BOOTSTRAP: {{ .Values.config.kafkaBootstrap | quote }}
@@ -172,8 +213,23 @@ EVENTPIPE_TRUSTED_PROXIES: {{ join "," . | quote }}
 {{- with include "eventpipe.publicUrl" . }}
 EVENTPIPE_PUBLIC_URL: {{ . | quote }}
 {{- end }}
-{{- range $name, $value := .Values.config.extra }}
-{{ $name }}: {{ $value | toString | quote }}
+EVENTPIPE_WORKER_SHUTDOWN_GRACE_S: {{ .Values.worker.shutdownGraceSeconds | toString | quote }}
+{{- /* The volume's mount point; with S3, where the worker spools a file before its upload. */}}
+EVENTPIPE_EXPORT_DIR: {{ include "eventpipe.exportsPath" . | quote }}
+{{- with .Values.exports.s3 }}
+{{- if .bucket }}
+EVENTPIPE_EXPORT_S3_BUCKET: {{ .bucket | quote }}
+EVENTPIPE_EXPORT_S3_PREFIX: {{ .prefix | quote }}
+{{- with .endpointUrl }}
+EVENTPIPE_EXPORT_S3_ENDPOINT_URL: {{ . | quote }}
+{{- end }}
+{{- with .region }}
+EVENTPIPE_EXPORT_S3_REGION: {{ . | quote }}
+{{- end }}
+{{- with .accessKeyId }}
+EVENTPIPE_EXPORT_S3_ACCESS_KEY_ID: {{ . | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -188,6 +244,16 @@ EVENTPIPE_DATABASE_URL: {{ $v.database.url | b64enc | quote }}
 {{- end }}
 {{- if and (not $v.jwt.existingSecret) $v.jwt.privateKey }}
 EVENTPIPE_JWT_PRIVATE_KEY: {{ $v.jwt.privateKey | b64enc | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The S3 secret key given inline: in the release's Secret only (the migration never needs it).
+*/}}
+{{- define "eventpipe.exportsSecretData" -}}
+{{- $s3 := .Values.exports.s3 }}
+{{- if and $s3.bucket $s3.secretAccessKey (not $s3.existingSecret) }}
+EVENTPIPE_EXPORT_S3_SECRET_ACCESS_KEY: {{ $s3.secretAccessKey | b64enc | quote }}
 {{- end }}
 {{- end }}
 
@@ -246,10 +312,52 @@ the top-level existingSecret. None given: the release is refused.
 {{- end }}
 {{- end }}
 
+{{/*
+EVENTPIPE_EXPORT_S3_SECRET_ACCESS_KEY for the roles that reach the bucket (api, worker), from
+its own existing Secret, the chart's Secret (named .secret), or the top-level existingSecret
+when an access key id is given. None: boto3's own chain (a pod identity).
+*/}}
+{{- define "eventpipe.exportsSecretEnv" -}}
+{{- $v := .root.Values }}
+{{- $s3 := $v.exports.s3 }}
+{{- if $s3.bucket }}
+{{- if $s3.existingSecret }}
+{{ include "eventpipe.secretKeyRef" (dict "env" "EVENTPIPE_EXPORT_S3_SECRET_ACCESS_KEY" "name" $s3.existingSecret "key" $s3.existingSecretKey) }}
+{{- else if $s3.secretAccessKey }}
+{{ include "eventpipe.secretKeyRef" (dict "env" "EVENTPIPE_EXPORT_S3_SECRET_ACCESS_KEY" "name" .secret "key" "EVENTPIPE_EXPORT_S3_SECRET_ACCESS_KEY") }}
+{{- else if and $s3.accessKeyId $v.existingSecret }}
+{{ include "eventpipe.secretKeyRef" (dict "env" "EVENTPIPE_EXPORT_S3_SECRET_ACCESS_KEY" "name" $v.existingSecret "key" "EVENTPIPE_EXPORT_S3_SECRET_ACCESS_KEY") }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Where the export files are, in every container (the image's EVENTPIPE_EXPORT_DIR). */}}
+{{- define "eventpipe.exportsPath" -}}
+/var/lib/eventpipe-exports
+{{- end }}
+
+{{/* The claim of the export files: an existing one, or the chart's. */}}
+{{- define "eventpipe.exportsClaimName" -}}
+{{- default (printf "%s-exports" (include "eventpipe.fullname" .)) .Values.exports.persistence.existingClaim }}
+{{- end }}
+
+{{/*
+The export volume of a component (pass root and component): "claim" for the api and the worker
+when the files are on a volume; "spool" for the worker with S3 (a scratch emptyDir the file is
+written to before its upload; the api streams nothing from S3, it redirects); "" otherwise.
+*/}}
+{{- define "eventpipe.exportsVolume" -}}
+{{- $exports := .root.Values.exports }}
+{{- if $exports.s3.bucket }}
+{{- if eq .component "worker" }}spool{{ end }}
+{{- else if and $exports.persistence.enabled (has .component (list "api" "worker")) }}claim
+{{- end }}
+{{- end }}
+
 {{/* Pod template annotations: a changed setting or inline secret rolls the pods. */}}
 {{- define "eventpipe.checksumAnnotations" -}}
 checksum/config: {{ include "eventpipe.configData" . | sha256sum }}
-checksum/secret: {{ include "eventpipe.secretData" . | sha256sum }}
+checksum/secret: {{ printf "%s%s" (include "eventpipe.secretData" .) (include "eventpipe.exportsSecretData" .) | sha256sum }}
 {{- end }}
 
 {{/*
@@ -259,6 +367,7 @@ optionally ports (a list of container ports, as YAML) and probes (as YAML).
 */}}
 {{- define "eventpipe.container" -}}
 {{- $root := .root }}
+{{- $component := .name }}
 - name: {{ .name }}
   image: {{ include "eventpipe.image" $root | quote }}
   imagePullPolicy: {{ $root.Values.image.pullPolicy }}
@@ -273,6 +382,11 @@ optionally ports (a list of container ports, as YAML) and probes (as YAML).
         name: {{ .configMap | quote }}
   env:
     {{- include "eventpipe.secretEnv" (dict "root" $root "secret" .secret) | trim | nindent 4 }}
+    {{- if has .name (list "api" "worker") }}
+    {{- with include "eventpipe.exportsSecretEnv" (dict "root" $root "secret" .secret) | trim }}
+    {{- . | nindent 4 }}
+    {{- end }}
+    {{- end }}
     {{- with .values.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -293,6 +407,14 @@ optionally ports (a list of container ports, as YAML) and probes (as YAML).
   volumeMounts:
     - name: tmp
       mountPath: /tmp
+    {{- if include "eventpipe.exportsVolume" (dict "root" $root "component" $component) }}
+    - name: exports
+      mountPath: {{ include "eventpipe.exportsPath" $root }}
+      {{- if eq $component "api" }}
+      # The api only reads the files (to stream them); the worker writes them.
+      readOnly: true
+      {{- end }}
+    {{- end }}
 {{- end }}
 
 {{/* Startup and liveness on /healthz, readiness on /readyz, all on the named port. */}}
@@ -350,6 +472,17 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: {{ $root.Values.tmpSizeLimit }}
+  {{- $exports := include "eventpipe.exportsVolume" . }}
+  {{- if eq $exports "claim" }}
+  - name: exports
+    persistentVolumeClaim:
+      claimName: {{ include "eventpipe.exportsClaimName" $root }}
+  {{- else if eq $exports "spool" }}
+  # A whole export file waits here until its upload completes: size it for the largest export.
+  - name: exports
+    emptyDir:
+      sizeLimit: {{ $root.Values.exports.s3.spoolSizeLimit }}
+  {{- end }}
 {{- end }}
 
 {{- define "eventpipe.topologySpread" -}}
@@ -400,6 +533,79 @@ egress:
   {{- with $egress.extra }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
+{{- end }}
+
+{{/*
+The worker's egress to webhook receivers, which are customers' URLs anywhere on the internet:
+the allowed ports to every address except the private, loopback, link-local (the cloud metadata
+service) and shared (CGNAT) ranges, where a webhook must never lead. The worker refuses those
+addresses itself too, unless EVENTPIPE_WEBHOOK_ALLOW_PRIVATE: this holds even if that check fails.
+*/}}
+{{- define "eventpipe.networkPolicyWebhooksEgress" -}}
+{{- $webhooks := .Values.networkPolicy.egress.webhooks }}
+{{- if $webhooks.enabled }}
+- ports:
+    {{- range $webhooks.ports }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+  to:
+    {{- include "eventpipe.internetPeers" . | trim | nindent 4 }}
+{{- end }}
+{{- end }}
+
+{{/* networkPolicy.egress.webhooks.ipBlocks as NetworkPolicy peers. */}}
+{{- define "eventpipe.internetPeers" -}}
+{{- range .Values.networkPolicy.egress.webhooks.ipBlocks }}
+- ipBlock:
+    {{- toYaml . | nindent 4 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Egress to the S3 endpoint when exports go to a bucket (pass root and component). The worker
+uploads; the api never calls S3 for a download (a presigned URL is computed locally), but with
+no access key given boto3 first fetches the pod's own credentials (IRSA: STS, on 443), so then
+it gets the rule too. Peers: networkPolicy.egress.s3.to, else the webhooks' internet ranges.
+*/}}
+{{- define "eventpipe.networkPolicyS3Egress" -}}
+{{- $v := .root.Values }}
+{{- $s3 := $v.exports.s3 }}
+{{- if and $s3.bucket (or (eq .component "worker") (not $s3.accessKeyId)) }}
+- ports:
+    {{- range include "eventpipe.s3Ports" .root | fromJsonArray }}
+    - protocol: TCP
+      port: {{ . }}
+    {{- end }}
+  to:
+    {{- if $v.networkPolicy.egress.s3.to }}
+    {{- toYaml $v.networkPolicy.egress.s3.to | nindent 4 }}
+    {{- else }}
+    {{- include "eventpipe.internetPeers" .root | trim | nindent 4 }}
+    {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The S3 endpoint's ports, as a JSON list: networkPolicy.egress.s3.ports, else the port of
+exports.s3.endpointUrl (written, or 80 for http), else 443.
+*/}}
+{{- define "eventpipe.s3Ports" -}}
+{{- $ports := .Values.networkPolicy.egress.s3.ports }}
+{{- if not $ports }}
+{{- $port := 443 }}
+{{- with .Values.exports.s3.endpointUrl }}
+{{- $url := urlParse . }}
+{{- $written := regexFind ":[0-9]+$" $url.host | trimPrefix ":" }}
+{{- if $written }}
+{{- $port = int $written }}
+{{- else if eq $url.scheme "http" }}
+{{- $port = 80 }}
+{{- end }}
+{{- end }}
+{{- $ports = list $port }}
+{{- end }}
+{{- toJson $ports }}
 {{- end }}
 
 {{/* The ingress rule of a metrics port (processor, worker). */}}
