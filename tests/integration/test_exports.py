@@ -338,3 +338,32 @@ def test_a_failing_export_shows_its_error_and_is_retried(setup: Setup, tmp_path:
     failed = setup.job(job["id"])
     assert failed["state"] == "queued" and failed["attempts"] == 1  # retried in about 10 s
     assert "NotADirectoryError" in failed["error"] and failed["download_url"] is None
+
+
+def test_jobs_of_a_worker_killed_in_its_sweep_are_still_handed_back(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """A worker SIGKILLed while it ran the sweep leaves that sweep `doing`: later sweeps must not
+    wait for it (only a sweep frees a dead worker's jobs)."""
+    job = setup.export({"format": "csv", "filters": {"name": "Signup"},
+                        "to": iso(NOW - timedelta(seconds=5))}).json()  # fmt: skip
+    with psycopg.connect(setup.running.pipeline.database_url, autocommit=True) as conn:
+        dead = conn.execute(
+            "INSERT INTO procrastinate_workers (last_heartbeat) "
+            "VALUES (now() - interval '1 hour') RETURNING id"
+        ).fetchone()
+        assert dead is not None
+        conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, lock, args, status, worker_id) "
+            "VALUES ('maintenance', 'sweep_stalled', 'sweep_stalled', '{\"timestamp\": 0}', "
+            "'doing', %s)",
+            (dead[0],),
+        )
+        conn.execute(
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s "
+            "WHERE task_name = 'export' AND args->>'export_id' = %s",
+            (dead[0], job["id"]),
+        )
+    with workers() as started:
+        start_worker(started, setup.worker_env, tmp_path)
+        setup.wait_state(job["id"], "succeeded")

@@ -74,8 +74,10 @@ def _register_alerts(queue: procrastinate.App, resources: WorkerResources) -> No
 def _register_upkeep(queue: procrastinate.App, resources: WorkerResources) -> None:
     settings = resources.settings
 
+    # No lock: a sweep whose worker was killed would hold it, and only a sweep frees a dead
+    # worker's jobs. Two sweeps at once are harmless (upkeep.sweep_stalled).
     @queue.periodic(cron=f"* * * * * */{settings.worker_sweep_every_s}")
-    @queue.task(name=Task.SWEEP_STALLED, queue=Queue.MAINTENANCE, lock=Task.SWEEP_STALLED)
+    @queue.task(name=Task.SWEEP_STALLED, queue=Queue.MAINTENANCE)
     async def sweep(timestamp: int) -> str:
         del timestamp
         return await sweep_stalled(queue, settings.worker_stale_after_s)

@@ -6,6 +6,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 import procrastinate
+from procrastinate.exceptions import ConnectorException
 from procrastinate.jobs import Status
 from sqlalchemy import select
 
@@ -24,11 +25,16 @@ async def sweep_stalled(queue: procrastinate.App, stale_after_s: float) -> str:
     manager = queue.job_manager
     stalled = list(await manager.get_stalled_jobs(seconds_since_heartbeat=stale_after_s))
     for job in stalled:
-        if job.attempts >= MAX_HANDBACKS:
-            await manager.finish_job(job, status=Status.FAILED, delete_job=False)
-            log.error("job %s failed: its worker died %d times", job.id, job.attempts)
+        try:
+            if job.attempts >= MAX_HANDBACKS:
+                await manager.finish_job(job, status=Status.FAILED, delete_job=False)
+                log.error("job %s failed: its worker died %d times", job.id, job.attempts)
+                continue
+            await manager.retry_job(job)
+        except ConnectorException as error:
+            # Handed back by a concurrent sweep since we looked: it is no longer `doing`.
+            log.info("job %s not handed back: %s", job.id, error)
             continue
-        await manager.retry_job(job)
         log.warning("job %s (%s) of a dead worker handed back", job.id, job.task_name)
     await manager.prune_stalled_workers(seconds_since_heartbeat=stale_after_s)
     return f"{len(stalled)} handed back"
