@@ -12,7 +12,7 @@ import boto3
 import httpx
 import pytest
 
-from tests.integration.support import free_port, wait_for
+from tests.integration.support import free_port, stop_process, wait_for
 
 REGION = "us-east-1"
 
@@ -45,12 +45,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert process.poll() is None, log_path.read_text()
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.fixture
