@@ -25,6 +25,11 @@ COLUMNS = (
     "properties", "traits", "context", "integrations", "day", "kafka_partition", "kafka_offset",
 )  # fmt: skip
 _SELECT = ", ".join(f'"{c}"' for c in COLUMNS)
+JSON_COLUMNS = ("properties", "traits", "context", "integrations")
+# JSON columns as their text: an export writes them as they are (exports/formats.py).
+_EXPORT_SELECT = ", ".join(
+    f'"{c}"::text AS "{c}"' if c in JSON_COLUMNS else f'"{c}"' for c in COLUMNS
+)
 
 
 class SearchError(ValueError):
@@ -141,7 +146,7 @@ def export_query(project_id: uuid.UUID, filters: EventFilter) -> tuple[str, dict
     """Every matching row, oldest first: the statement an export streams through a cursor."""
     clauses, params = _where(filters, None)
     query = (
-        f"SELECT {_SELECT} FROM events WHERE {' AND '.join(clauses)} "  # noqa: S608 - fixed names
+        f"SELECT {_EXPORT_SELECT} FROM events WHERE {' AND '.join(clauses)} "  # noqa: S608
         'ORDER BY "timestamp", message_id'
     )
     return query, {**params, "project_id": project_id}

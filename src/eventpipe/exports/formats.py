@@ -2,7 +2,9 @@
 
 A writer takes rows in `COLUMNS` order one batch at a time and keeps nothing of a batch once it is
 written, so an export of any size runs in memory bounded by the batch. Times are written in UTC
-whatever the time zone of the database session that read them.
+whatever the time zone of the database session that read them. The JSON columns arrive as JSON
+text, as the export's query reads them (`properties::text`), and are written as they are: parsing
+them into Python objects only to encode them again cost most of an export's time.
 
 CSV is RFC 4180 (comma, CRLF, double quotes doubled) in UTF-8 with a header row; JSON columns are
 compact JSON text, None an empty cell. Spreadsheets evaluate a cell that starts with `=`, `+`, `-`,
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -31,8 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eventpipe.domain.search import COLUMNS
+from eventpipe.domain.search import JSON_COLUMNS as SEARCH_JSON_COLUMNS
 
-JSON_COLUMNS = frozenset({"properties", "traits", "context", "integrations"})
+JSON_COLUMNS = frozenset(SEARCH_JSON_COLUMNS)
 TIME_COLUMNS = frozenset({"timestamp", "original_timestamp", "sent_at", "received_at"})
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -66,22 +68,6 @@ class RowWriter(Protocol):
         """Finish the file (Parquet's footer); the sink stays open."""
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, date):  # datetime too: it is a date
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _json_bytes(value: object, option: int = 0) -> bytes:
-    try:
-        return orjson.dumps(value, option=option)
-    except orjson.JSONEncodeError:
-        # PostgreSQL's jsonb keeps integers of any size and orjson refuses those beyond 64 bits:
-        # the standard library writes them exactly, so one such event cannot fail the export.
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default)
-        return text.encode() + (b"\n" if option & orjson.OPT_APPEND_NEWLINE else b"")
-
-
 def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
@@ -92,7 +78,7 @@ def _csv_text(value: str) -> str:
 
 def _csv_cell(name: str) -> Callable[[Any], Any]:
     if name in JSON_COLUMNS:
-        return lambda value: _json_bytes(value).decode()
+        return str  # JSON text: never a formula, since it starts with {, [, " or a digit
     if name in TIME_COLUMNS:
         return lambda value: _utc(value).isoformat()
     if name == "day":
@@ -127,17 +113,27 @@ class _CsvWriter:
         self._sink.flush()
 
 
+def _ndjson_value(kind: str, value: Any) -> Any:
+    if value is None or not kind:
+        return value
+    # A Fragment is written as the JSON text it holds: nested in the line, not quoted.
+    return _utc(value) if kind == "time" else orjson.Fragment(value)
+
+
 class _NdjsonWriter:
     def __init__(self, sink: BinaryIO) -> None:
         self._sink = sink
-        self._times = tuple(name in TIME_COLUMNS for name in COLUMNS)
+        self._kinds = tuple(
+            "time" if name in TIME_COLUMNS else "json" if name in JSON_COLUMNS else ""
+            for name in COLUMNS
+        )
 
     def _line(self, row: Sequence[Any]) -> bytes:
         record = {
-            name: _utc(value) if is_time and value is not None else value
-            for name, is_time, value in zip(COLUMNS, self._times, row, strict=True)
+            name: _ndjson_value(kind, value)
+            for name, kind, value in zip(COLUMNS, self._kinds, row, strict=True)
         }
-        return _json_bytes(record, orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
         self._sink.write(b"".join(self._line(row) for row in rows))
@@ -162,8 +158,6 @@ PARQUET_SCHEMA = pa.schema([pa.field(name, _arrow_type(name)) for name in COLUMN
 
 
 def _arrow_column(name: str, values: Sequence[Any]) -> Any:
-    if name in JSON_COLUMNS:
-        values = [None if v is None else _json_bytes(v).decode() for v in values]
     # pyarrow converts aware datetimes of any offset to the UTC instant.
     return pa.array(values, type=PARQUET_SCHEMA.field(name).type)
 
