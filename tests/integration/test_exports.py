@@ -4,6 +4,7 @@ and a worker killed (SIGKILL) or stopped (SIGTERM) in the middle of an export lo
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import uuid
@@ -25,6 +26,8 @@ from eventpipe.api.app import create_app
 from eventpipe.auth.keys import load_keyring
 from eventpipe.exports.links import signed_query
 from eventpipe.local.stack import StackUrls
+from eventpipe.worker.resources import close_resources, open_resources
+from eventpipe.worker.upkeep import expire_exports
 from tests.integration.jobs_support import (
     FAST_JOBS,
     WorkerProcess,
@@ -367,3 +370,37 @@ def test_jobs_of_a_worker_killed_in_its_sweep_are_still_handed_back(
     with workers() as started:
         start_worker(started, setup.worker_env, tmp_path)
         setup.wait_state(job["id"], "succeeded")
+
+
+def test_a_finished_export_past_its_retention_loses_its_file_and_link(
+    setup: Setup, worker: WorkerProcess
+) -> None:
+    del worker
+    body = {
+        "format": "ndjson",
+        "filters": {"name": "Signup"},
+        "to": iso(NOW - timedelta(seconds=6)),
+    }
+    job = setup.wait_state(setup.export(body).json()["id"], "succeeded")
+    link = job["download_url"]
+    path = setup.base / "exports" / f"{job['id']}.ndjson"
+    assert path.exists()
+    with psycopg.connect(setup.running.pipeline.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE exports SET finished_at = now() - interval '8 days' WHERE id = %s", (job["id"],)
+        )
+    settings = setup.running.settings.model_copy(update={"export_dir": setup.base / "exports"})
+
+    async def expire() -> str:
+        resources = open_resources(settings)
+        try:
+            return await expire_exports(resources)
+        finally:
+            await close_resources(resources)
+
+    assert asyncio.run(expire()) == "1 expired"
+    gone = setup.job(job["id"])
+    assert gone["state"] == "expired" and gone["download_url"] is None and not path.exists()
+    assert setup.http.get(link).status_code == 404
+    # Expired, it no longer stands for its inputs: asking again makes a new export.
+    assert setup.export(body).json()["id"] != job["id"]

@@ -15,6 +15,7 @@ from eventpipe.exports.formats import (
     JSON_COLUMNS,
     PARQUET_SCHEMA,
     ExportFormat,
+    ParquetRowWriter,
     extension,
     media_type,
     open_writer,
@@ -121,11 +122,17 @@ def test_ndjson_is_one_object_per_line_with_nested_json() -> None:
     assert quoted["event"] == 'say "hi",\nbye' and quoted["traits"] == {"plan": "pro"}
 
 
-def test_parquet_writes_one_zstd_row_group_per_batch_with_typed_columns() -> None:
+def test_parquet_gathers_batches_into_zstd_row_groups_with_typed_columns() -> None:
+    sink = io.BytesIO()
+    writer = ParquetRowWriter(sink, row_group_rows=2)
+    for batch in [[FULL], [SPARSE], [QUOTED], []]:
+        writer.write(batch)
+    writer.close()
+    grouped = pq.ParquetFile(io.BytesIO(sink.getvalue())).metadata
+    assert [grouped.row_group(i).num_rows for i in range(grouped.num_row_groups)] == [2, 1]
     data = export(ExportFormat.PARQUET, BATCHES)
     parquet = pq.ParquetFile(io.BytesIO(data))
-    assert parquet.metadata.num_row_groups == 2
-    assert [parquet.metadata.row_group(i).num_rows for i in range(2)] == [2, 1]
+    assert parquet.metadata.num_row_groups == 1  # both batches, under ROW_GROUP_ROWS
     assert parquet.metadata.row_group(0).column(0).compression == "ZSTD"
     table = pq.read_table(io.BytesIO(data))
     assert table.schema.equals(PARQUET_SCHEMA)

@@ -18,17 +18,13 @@ import procrastinate
 import psycopg
 from procrastinate.job_context import JobContext
 from prometheus_client import CollectorRegistry
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from eventpipe.core.config import Settings
-from eventpipe.core.db import async_engine
 from eventpipe.core.health import Heartbeat, serve_health
 from eventpipe.core.queue import ALL_QUEUES, build_app, conninfo
-from eventpipe.core.redis import redis_client
 from eventpipe.domain.tables import JobError
-from eventpipe.exports.configured import configured_store
 from eventpipe.worker.metrics import JobMetrics
-from eventpipe.worker.resources import CONTEXT_KEY, WorkerResources
+from eventpipe.worker.resources import CONTEXT_KEY, WorkerResources, close_resources, open_resources
 from eventpipe.worker.tasks import register_tasks
 
 log = logging.getLogger(__name__)
@@ -79,17 +75,6 @@ async def _record_error(
         await session.commit()
 
 
-def _resources(settings: Settings) -> WorkerResources:
-    engine = async_engine(str(settings.database_url))
-    return WorkerResources(
-        settings=settings,
-        engine=engine,
-        sessions=async_sessionmaker(engine, expire_on_commit=False),
-        redis=redis_client(str(settings.redis_url)),
-        store=configured_store(settings),
-    )
-
-
 def _ready(settings: Settings, started: Callable[[], bool]) -> tuple[bool, str]:
     if not started():
         return False, "the worker has not connected to the queue yet"
@@ -136,7 +121,7 @@ async def _work(
 
 
 async def _run(settings: Settings) -> None:
-    resources, heartbeat, started = _resources(settings), Heartbeat(), [False]
+    resources, heartbeat, started = open_resources(settings), Heartbeat(), [False]
     registry = CollectorRegistry()
     metrics = JobMetrics(registry, conninfo(settings), settings.probe_timeout_s)
     if settings.worker_metrics_port:
@@ -161,8 +146,7 @@ async def _run(settings: Settings) -> None:
                 await asyncio.sleep(delay)
     finally:
         pulse.cancel()
-        await resources.redis.aclose()
-        await resources.engine.dispose()
+        await close_resources(resources)
 
 
 def run_worker(settings: Settings) -> None:

@@ -9,6 +9,9 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from eventpipe.core.config import Settings
+from eventpipe.core.db import async_engine
+from eventpipe.core.redis import redis_client
+from eventpipe.exports.configured import configured_store
 from eventpipe.exports.store import ExportStore
 
 CONTEXT_KEY = "eventpipe"
@@ -28,3 +31,19 @@ def resources_of(context: Any) -> WorkerResources:
     found = context.additional_context[CONTEXT_KEY]
     assert isinstance(found, WorkerResources)  # noqa: S101 - set by run_worker only
     return found
+
+
+def open_resources(settings: Settings) -> WorkerResources:
+    engine = async_engine(str(settings.database_url))
+    return WorkerResources(
+        settings=settings,
+        engine=engine,
+        sessions=async_sessionmaker(engine, expire_on_commit=False),
+        redis=redis_client(str(settings.redis_url)),
+        store=configured_store(settings),
+    )
+
+
+async def close_resources(resources: WorkerResources) -> None:
+    await resources.redis.aclose()
+    await resources.engine.dispose()
