@@ -367,8 +367,8 @@ def test_default_requests_and_limits_are_the_measured_ones(render: Any) -> None:
         "limits": {"cpu": "1", "memory": "512Mi"},
     }
     assert _resources(defaults, "worker") == {
-        "requests": {"cpu": "100m", "memory": "128Mi"},
-        "limits": {"cpu": "500m", "memory": "256Mi"},
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"cpu": "500m", "memory": "768Mi"},
     }
     for scenario in SCENARIOS:
         for workload, template in render(scenario).pod_templates():
