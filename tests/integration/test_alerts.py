@@ -263,7 +263,8 @@ def test_private_addresses_are_refused_when_not_allowed(
 @pytest.mark.parametrize(
     "url",
     ["http://127.0.0.1:9/x", "http://10.1.2.3/x", "http://[::1]/x", "http://169.254.169.254/latest",
-     "http://[::ffff:192.168.0.1]/x", "ftp://example.com/x", "http://user:pw@example.com/x"],
+     "http://[::ffff:192.168.0.1]/x", "ftp://example.com/x", "http://user:pw@example.com/x",
+     "http://localhost:8080/x"],  # the last: a name that resolves to loopback
 )  # fmt: skip
 def test_unsafe_webhook_urls_are_refused_at_creation(
     client: TestClient, owner: Account, project_id: str, url: str

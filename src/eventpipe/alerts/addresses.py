@@ -25,6 +25,10 @@ class RefusedAddress(ValueError):
     """A webhook URL or the address it resolves to is not allowed; the message says why."""
 
 
+class NotResolved(RefusedAddress):
+    """The name does not resolve: refused at delivery, let through at creation."""
+
+
 def check_url(url: str, *, allow_private: bool) -> None:
     """Refuse a URL that is not plain http(s) to a host, or whose IP literal host is not public.
 
@@ -67,14 +71,28 @@ async def resolve_public(host: str, port: int, *, allow_private: bool) -> list[s
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise RefusedAddress(f"{host} does not resolve ({exc.strerror})") from None
+        raise NotResolved(f"{host} does not resolve ({exc.strerror})") from None
     found = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not found:
-        raise RefusedAddress(f"{host} does not resolve")
+        raise NotResolved(f"{host} does not resolve")
     if not allow_private:
         for text in found:
             _refuse_if_inner(ipaddress.ip_address(text), f"resolves to {text},")
     return found
+
+
+async def check_resolved(url: str, *, allow_private: bool, timeout_s: float = 2.0) -> None:
+    """At a rule's creation: refused if the URL's host resolves, now, to an inner address. A name
+    that does not resolve yet (or not within `timeout_s`) passes: every delivery resolves and
+    checks it again, and connects only to the addresses it checked."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await resolve_public(host, port, allow_private=allow_private)
+    except (NotResolved, TimeoutError):
+        return
 
 
 def _refuse_if_inner(address: IPAddress, subject: str) -> None:

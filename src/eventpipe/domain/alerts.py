@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from eventpipe.alerts.addresses import check_url
+from eventpipe.alerts.addresses import check_resolved, check_url
 from eventpipe.alerts.signing import new_secret
 from eventpipe.core.queue import Queue, Task, defer_in
 from eventpipe.domain.tables import AlertComparison, AlertRule, WebhookDelivery
@@ -138,8 +138,9 @@ async def create_rule(
     """A new rule and its endpoint, with a new signing secret (`webhook_secret`: show it once).
     Raises RefusedAddress (eventpipe.alerts.addresses) for a URL that may not be called."""
     url = str(body.webhook_url)
-    # Literal addresses here; names are resolved and checked again at every delivery.
     check_url(url, allow_private=allow_private)
+    # A name that resolves inward now is refused now; every delivery resolves and checks again.
+    await check_resolved(url, allow_private=allow_private)
     rule = AlertRule(
         id=uuid.uuid4(), project_id=project_id, name=body.name, event=body.event,
         comparison=body.comparison.value, threshold=body.threshold,
