@@ -10,6 +10,7 @@ from typing import Any
 
 import procrastinate
 import psycopg
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventpipe.core.config import Settings
@@ -33,6 +34,10 @@ class Queue:
     MAINTENANCE = "maintenance"
     DEFAULT = "default"
 
+
+# What deferring a job raises when PostgreSQL is unavailable: through the session (SQLAlchemy)
+# or on its raw connection (Procrastinate).
+UNAVAILABLE = (SQLAlchemyError, procrastinate.exceptions.ProcrastinateException)
 
 ALL_QUEUES = (Queue.MAINTENANCE, Queue.WEBHOOKS, Queue.EXPORTS, Queue.DEFAULT)
 

@@ -14,13 +14,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from eventpipe.alerts.addresses import RefusedAddress
 from eventpipe.api.deps import ResourcesDep, SessionDep
 from eventpipe.api.resources import Resources
 from eventpipe.api.routes.exports import job_public
+from eventpipe.core.queue import UNAVAILABLE
 from eventpipe.dashboard.pages import PageError, ProjectDep, ProjectPage, redirect, render, when
 from eventpipe.domain import alerts
 from eventpipe.domain.events import EVENT_TYPES
@@ -171,7 +171,7 @@ async def request_export(
         export = await create_export(
             session, resources.queue, project_id=project_id, user_id=user_id, body=body
         )
-    except SQLAlchemyError as error:
+    except UNAVAILABLE as error:
         raise PageError(503, "The job queue is unavailable; try again.") from error
     return redirect(f"/projects/{project_id}/exports?done=requested#job-{export.id}")
 

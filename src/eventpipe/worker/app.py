@@ -8,6 +8,7 @@ jobs are handed back by the stalled sweep (worker/upkeep.py) of any worker still
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import traceback
@@ -15,12 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import procrastinate
-import psycopg
 from procrastinate.job_context import JobContext
 from prometheus_client import CollectorRegistry
 
 from eventpipe.core.config import Settings
 from eventpipe.core.health import Heartbeat, serve_health
+from eventpipe.core.probes import probe_postgres
 from eventpipe.core.queue import ALL_QUEUES, build_app, conninfo
 from eventpipe.domain.tables import JobError
 from eventpipe.worker.metrics import JobMetrics
@@ -78,14 +79,13 @@ async def _record_error(
 def _ready(settings: Settings, started: Callable[[], bool]) -> tuple[bool, str]:
     if not started():
         return False, "the worker has not connected to the queue yet"
-    try:
-        with psycopg.connect(
-            conninfo(settings), connect_timeout=max(1, int(settings.probe_timeout_s))
-        ) as db:
-            db.execute("SELECT 1")
-    except psycopg.Error as error:
-        return False, f"PostgreSQL: {str(error).splitlines()[0] if str(error) else error!r}"
-    return True, "connected to the queue"
+    # The health server's own thread: no event loop of its own to disturb.
+    postgres = asyncio.run(probe_postgres(conninfo(settings), settings.probe_timeout_s))
+    return (
+        (True, "connected to the queue")
+        if postgres.ok
+        else (False, f"PostgreSQL: {postgres.detail}")
+    )
 
 
 async def _pulse(heartbeat: Heartbeat) -> None:
@@ -133,7 +133,7 @@ async def _run(settings: Settings) -> None:
     pulse = asyncio.create_task(_pulse(heartbeat))
     middleware = job_observer(resources, metrics)
     try:
-        for attempt in range(10**9):
+        for attempt in itertools.count():
             queue = build_app(settings, pool_size=settings.worker_concurrency + 3)
             register_tasks(queue, resources)
             try:

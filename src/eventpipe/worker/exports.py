@@ -45,9 +45,10 @@ async def estimate_rows(resources: WorkerResources, query: str, params: dict[str
     return int(counted or 0)
 
 
-async def write_export(resources: WorkerResources, export: Export) -> tuple[int, int]:
-    """Stream the export's rows into its partial file and publish it: (rows, bytes)."""
-    query, params = export_query(export.project_id, event_filter(export.inputs))
+async def write_export(
+    resources: WorkerResources, export: Export, query: str, params: dict[str, Any]
+) -> tuple[int, int]:
+    """Stream the rows of `query` into the export's partial file and publish it: (rows, bytes)."""
     batch = resources.settings.export_batch_rows
     key, written, reported = file_key(export), 0, time.monotonic()
     with resources.store.open_partial(key) as sink:
@@ -87,7 +88,7 @@ async def run_export(resources: WorkerResources, export_id: uuid.UUID, attempt: 
     except IntegrityError:
         # A failed export retried by hand after a new one of the same inputs was asked for.
         return "superseded by a newer export of the same inputs"
-    rows, size = await write_export(resources, export)
+    rows, size = await write_export(resources, export, query, params)
     await set_export_in(
         resources, export_id, state=ExportState.SUCCEEDED.value, rows_written=rows,
         size_bytes=size, error=None, finished_at=datetime.now(UTC),

@@ -9,13 +9,12 @@ from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import RedirectResponse, StreamingResponse
-from procrastinate.exceptions import ProcrastinateException
-from sqlalchemy.exc import SQLAlchemyError
 
 from eventpipe.api.deps import CurrentUserId, ResourcesDep, SessionDep, Viewer
 from eventpipe.api.openapi import PROJECT_ERRORS, errors
 from eventpipe.api.resources import Resources
 from eventpipe.core.errors import ApiError
+from eventpipe.core.queue import UNAVAILABLE
 from eventpipe.domain.exports import (
     ExportCreate,
     JobPublic,
@@ -79,7 +78,7 @@ async def request_export(
             session, resources.queue, project_id=access.project_id, user_id=access.user_id,
             body=body,
         )  # fmt: skip
-    except (SQLAlchemyError, ProcrastinateException) as error:
+    except UNAVAILABLE as error:
         raise ApiError(503, "unavailable", "the job queue is unavailable; retry") from error
     response.headers["Location"] = f"/api/jobs/{export.id}"
     return job_public(export, resources)
