@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from types import TracebackType
+from urllib.parse import urlsplit
 
 from eventpipe.core.config import Settings
 from eventpipe.local.kafka import start_kafka
@@ -23,7 +24,8 @@ logger = logging.getLogger(__name__)
 _STOP_TIMEOUT_S = 20.0
 
 StartResult = tuple[str, ManagedProcess]
-Starter = Callable[[], StartResult]
+# Called with no port on the first start (a fresh one), and with the same port on a revival.
+Starter = Callable[..., StartResult]
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class LocalStack:
         self.processes: dict[str, ManagedProcess] = {}
         self._lock_fd: int | None = None
         self._urls: StackUrls | None = None
+        self._started_urls: dict[str, str] = {}
 
     @property
     def urls(self) -> StackUrls:
@@ -68,6 +71,7 @@ class LocalStack:
         if self.processes:
             names = ", ".join(self.processes)
             logger.info("started %s in %.1f s", names, time.monotonic() - started)
+        self._started_urls = urls
         self._urls = self._merge(urls)
         return self._urls
 
@@ -78,6 +82,18 @@ class LocalStack:
         for process in self.processes.values():
             if not process.alive():
                 raise process.failure(f"exited unexpectedly with status {process.popen.returncode}")
+
+    def dead(self) -> list[str]:
+        """The servers this stack started that are no longer running."""
+        return [name for name, process in self.processes.items() if not process.alive()]
+
+    def revive(self, name: str) -> None:
+        """Start a dead server again over its data, on the port its clients already know;
+        raises ServerFailed if it does not come up."""
+        url = self._started_urls[name]
+        port = urlsplit(url if "://" in url else f"//{url}").port  # Kafka's has no scheme
+        self.processes[name].kill()  # reaps it and releases its data lock
+        _, self.processes[name] = self._starters()[name](port=port)
 
     def stop(self) -> None:
         """Stop the servers in the reverse of their start order, then release the lock."""

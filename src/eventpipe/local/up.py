@@ -1,4 +1,5 @@
-"""`eventpipe up`: local servers plus the api, processor and worker roles, supervised as one."""
+"""`eventpipe up`: local servers plus the api, processor and worker roles, supervised as one:
+a role or server that dies is started again (local/supervisor.py)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from eventpipe.core.signals import StopFlag
 from eventpipe.local.process import AlreadyRunning, ManagedProcess, ServerFailed
 from eventpipe.local.running import RunningStack, remove_running, write_running
 from eventpipe.local.stack import LocalStack, StackUrls
+from eventpipe.local.supervisor import Supervisor
 from eventpipe.migrations.runner import upgrade
 
 ROLES = ("api", "processor", "worker")
@@ -102,15 +104,6 @@ def _wait_ready(
     return None
 
 
-def _supervise(stack: LocalStack, roles: list[ManagedProcess], stop: StopFlag) -> int:
-    while not stop.wait(0.5):
-        failure = _first_failure(stack, roles)
-        if failure is not None:
-            _complain(failure)
-            return 1
-    return 0
-
-
 def _prepare(settings: Settings, urls: StackUrls) -> None:
     topics = {settings.events_topic: settings.partitions, settings.dlq_topic: settings.partitions}
     # A Kafka of its own (no EVENTPIPE_KAFKA_BOOTSTRAP) talks PLAINTEXT on loopback.
@@ -169,7 +162,11 @@ def run_up(settings: Settings, *, fast_start: bool = True) -> int:
         if setup_code is not None:
             _say(f"  first run: open {api_url} to create the owner account; from another machine,")
             _say(f"  give the one-time setup code {setup_code} (valid until an account exists)")
-        return _supervise(stack, roles, stop)
+        supervisor = Supervisor(stack, roles, lambda role: _start_role(role, env, log_dir))
+        try:
+            return supervisor.run(stop)
+        finally:
+            roles = supervisor.running_roles
     except (AlreadyRunning, ServerFailed) as error:
         _complain(str(error))
         return 1

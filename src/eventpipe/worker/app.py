@@ -8,8 +8,9 @@ jobs are handed back by the stalled sweep (worker/upkeep.py) of any worker still
 from __future__ import annotations
 
 import asyncio
-import itertools
+import contextlib
 import logging
+import signal
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -117,7 +118,12 @@ async def _work(
             # Done is done: the table stays the size of the work in flight and the dead letters.
             delete_jobs="successful",
             worker_middleware=[middleware],
+            install_signal_handlers=False,  # see _run
         )
+
+
+class QueueLost(Exception):
+    """The worker stopped on its own: one of its side tasks (the listener) lost PostgreSQL."""
 
 
 async def _run(settings: Settings) -> None:
@@ -132,18 +138,42 @@ async def _run(settings: Settings) -> None:
         )  # fmt: skip
     pulse = asyncio.create_task(_pulse(heartbeat))
     middleware = job_observer(resources, metrics)
+    # Our own handlers, not Procrastinate's: its worker also stops, without an error, when its
+    # listener loses PostgreSQL, and only a signal may end this role.
+    stopping = asyncio.Event()
+    current: list[asyncio.Task[None]] = []
+
+    def on_signal() -> None:
+        stopping.set()
+        for task in current:
+            task.cancel()  # Procrastinate then stops gracefully (shutdown_graceful_timeout)
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal)
     try:
-        for attempt in itertools.count():
+        failures = 0  # in a row: a worker that ran a minute starts again from the first delay
+        while True:
+            began = time.monotonic()
             queue = build_app(settings, pool_size=settings.worker_concurrency + 3)
             register_tasks(queue, resources)
+            work = asyncio.create_task(_work(settings, resources, queue, middleware, started))
+            current[:] = [work]
             try:
-                await _work(settings, resources, queue, middleware, started)
-                return  # stopped by a signal
-            except (procrastinate.exceptions.ConnectorException, OSError) as error:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await work
+                if stopping.is_set():
+                    return
+                raise QueueLost("the worker stopped: its listener lost PostgreSQL")
+            except (procrastinate.exceptions.ConnectorException, OSError, QueueLost) as error:
                 started[0] = False
-                delay = BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                failures = 1 if time.monotonic() - began > 60 else failures + 1
+                delay = BACKOFF_S[min(failures, len(BACKOFF_S)) - 1]
                 log.warning("queue unreachable (%s); reconnecting in %d s", error, delay)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), delay)
+                if stopping.is_set():
+                    return
     finally:
         pulse.cancel()
         await close_resources(resources)
