@@ -55,7 +55,11 @@ def open_resources(settings: Settings) -> Resources:
         tokens=TokenVerifier(keyring, settings),
         passwords=Passwords(settings),
         producer=_producer(settings),
-        write_keys=WriteKeyResolver(sessions, settings.write_key_cache_s) if sessions else None,
+        write_keys=(
+            WriteKeyResolver(sessions, settings.write_key_cache_s, settings.write_key_stale_s)
+            if sessions
+            else None
+        ),
         queue=build_app(settings) if settings.database_url else None,
         exports=configured_store(settings),
     )

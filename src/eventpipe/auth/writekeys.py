@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from cachetools import TTLCache
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from eventpipe.domain.tables import WriteKey
@@ -99,21 +100,46 @@ class ResolvedKey:
 
 
 class WriteKeyResolver:
-    """Maps a presented key to its project, caching answers (hits and misses) for `ttl_s`."""
+    """Maps a presented key to its project, caching answers (hits and misses) for `ttl_s`; a key
+    found valid is still accepted for `stale_s` while PostgreSQL cannot be reached, so ingest
+    outlives a database outage."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], ttl_s: float) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], ttl_s: float, stale_s: float = 0.0
+    ) -> None:
         self._sessions = sessions
         self._cache: TTLCache[str, ResolvedKey | None] | None = (
             TTLCache(maxsize=10_000, ttl=ttl_s) if ttl_s > 0 else None
         )
+        self._known: TTLCache[str, ResolvedKey] | None = (
+            TTLCache(maxsize=10_000, ttl=stale_s) if stale_s > 0 else None
+        )
 
     async def resolve(self, key: str) -> ResolvedKey | None:
-        """The key and project ids of a valid, unrevoked key, else None."""
+        """The key and project ids of a valid, unrevoked key, else None; raises SQLAlchemyError
+        when PostgreSQL cannot answer for a key not found valid within `stale_s`."""
         if not key or len(key) > MAX_KEY_LENGTH:
             return None
         digest = hash_key(key)
         if self._cache is not None and digest in self._cache:
             return self._cache[digest]
+        try:
+            answer = await self._lookup(digest)
+        except SQLAlchemyError:
+            known = self._known.get(digest) if self._known is not None else None
+            if known is None:
+                raise
+            return known
+        if self._cache is not None:
+            self._cache[digest] = answer
+        if self._known is not None:
+            if answer is None:
+                self._known.pop(digest, None)
+            else:
+                self._known[digest] = answer
+        return answer
+
+    async def _lookup(self, digest: str) -> ResolvedKey | None:
         async with self._sessions() as session:
             row = (
                 await session.execute(
@@ -122,11 +148,6 @@ class WriteKeyResolver:
                     )
                 )
             ).one_or_none()
-        answer = (
-            ResolvedKey(str(row.id), str(row.project_id), tuple(row.allowed_origins))
-            if row is not None
-            else None
-        )
-        if self._cache is not None:
-            self._cache[digest] = answer
-        return answer
+        if row is None:
+            return None
+        return ResolvedKey(str(row.id), str(row.project_id), tuple(row.allowed_origins))

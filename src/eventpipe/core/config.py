@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     ingest_rate_limit_per_s: Annotated[int, Field(ge=0)] = 50_000
     # How long an api process trusts its cached answer for a write key (revocation delay).
     write_key_cache_s: Annotated[float, Field(ge=0, le=300)] = 10.0
+    # While PostgreSQL cannot be reached, ingest keeps accepting a key found valid this recently.
+    write_key_stale_s: Annotated[float, Field(ge=0, le=86_400)] = 3_600.0
 
     # Live stream: a client whose socket takes no data for this long is dropped; sign-out and
     # token expiry end a stream within `live_auth_check_s`.
