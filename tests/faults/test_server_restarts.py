@@ -67,7 +67,9 @@ def live(
     stack_urls: StackUrls, own_redis: OwnServer, own_postgres: OwnServer, tmp_path: Path
 ) -> Iterator[LivePipeline]:
     servers = StackUrls(stack_urls.kafka_bootstrap, own_redis.url, own_postgres.url)
-    with live_pipeline(servers, tmp_path / "pipeline") as pipeline:
+    # No fresh-answer cache: every request during an outage takes the stale path.
+    overrides = {"EVENTPIPE_WRITE_KEY_CACHE_S": "0"}
+    with live_pipeline(servers, tmp_path / "pipeline", overrides) as pipeline:
         yield pipeline
 
 
