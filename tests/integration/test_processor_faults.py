@@ -303,7 +303,7 @@ def test_redis_sigkill_and_restart_stays_exact(
     traffic: Traffic,
     rng: random.Random,
 ) -> None:
-    # AOF with appendfsync everysec: a SIGKILLed Redis (not a crashed machine) loses nothing.
+    # AOF (appendfsync always): a SIGKILLed Redis loses nothing it acknowledged.
     pipeline = pipeline_own_redis
     workload = Workload.build(rng, events=40_000)
     producer = traffic(pipeline, workload, 25.0)
