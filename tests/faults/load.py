@@ -169,8 +169,9 @@ class Load:
             with self._lock:
                 self.result.acknowledged.update(ids)
             return True
-        # 4xx other than 429 is the client's fault: an SDK drops the batch.
-        return response.status_code == 429 or response.status_code >= 500
+        # True ends the batch: 4xx other than 429 is the client's fault (an SDK drops the batch);
+        # 429 and 5xx are sent again.
+        return not (response.status_code == 429 or response.status_code >= 500)
 
     def _record(self, answer: Answer) -> None:
         with self._lock:
