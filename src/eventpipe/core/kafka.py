@@ -102,12 +102,13 @@ def ensure_topics(
     timeout: float = 30.0,
     security: Mapping[str, str] = NO_SECURITY,
 ) -> None:
-    """Create each topic with its partition count unless it already exists (replication 1 locally,
-    the broker's default elsewhere)."""
+    """Create each topic with its partition count unless it already exists, replicated as the
+    brokers' `default.replication.factor` says (1 on a local broker, 3 on the local cluster)."""
     admin = admin_client(bootstrap, security=security)
     existing = admin.list_topics(timeout=timeout).topics
     missing = [
-        NewTopic(name, num_partitions=count)
+        # -1: the brokers' default, so a topic is replicated as the cluster it lives on allows.
+        NewTopic(name, num_partitions=count, replication_factor=-1)
         for name, count in topics.items()
         if name not in existing
     ]

@@ -16,7 +16,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -43,9 +43,8 @@ READY_TIMEOUT_S = 90.0
 _MAVEN_TIMEOUT_S = 900.0
 _FORMAT_TIMEOUT_S = 120.0
 _HOST = "127.0.0.1"
+_HEAP_MB = 512
 _JVM_FLAGS = (
-    "-Xms256m",
-    "-Xmx512m",
     "-XX:+UseG1GC",
     "-XX:+ExitOnOutOfMemoryError",
     # No /tmp/hsperfdata_<user>/<pid> files.
@@ -63,6 +62,19 @@ _SASL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 @dataclass(frozen=True)
+class NodeRole:
+    """A node's place in its cluster: its id, the controller port of every voter of the quorum,
+    and the replication its topics get (`replicas` copies, `min_insync` of them written before
+    an acks=all write is acknowledged)."""
+
+    node_id: int = 1
+    # Node id -> controller port; empty: a node alone, its controller on a fresh port each start.
+    voters: Mapping[int, int] = field(default_factory=dict)
+    replicas: int = 1
+    min_insync: int = 1
+
+
+@dataclass(frozen=True)
 class KafkaBroker:
     """A started broker: its PLAINTEXT address, and its SASL_PLAINTEXT one if it has users."""
 
@@ -72,7 +84,12 @@ class KafkaBroker:
 
 
 def start_kafka(
-    state_dir: Path, cache_dir: Path, *, fast_start: bool = True, port: int | None = None
+    state_dir: Path,
+    cache_dir: Path,
+    *,
+    fast_start: bool = True,
+    port: int | None = None,
+    advertised_port: int | None = None,
 ) -> tuple[str, ManagedProcess]:
     """Start Kafka over the data in `state_dir/kafka`; return its bootstrap address.
 
@@ -80,8 +97,14 @@ def start_kafka(
     clients' feet); the controller's port is always fresh. Data written by an earlier start is
     kept, whatever ports that start used. Topics are the caller's business
     (`auto.create.topics.enable=false`).
+
+    With `advertised_port`, the broker binds `port` but tells clients to connect to
+    `advertised_port` (a fault proxy listening there and forwarding to `port`); the address
+    returned is then the advertised one.
     """
-    broker = start_kafka_broker(state_dir, cache_dir, fast_start=fast_start, port=port)
+    broker = start_kafka_broker(
+        state_dir, cache_dir, fast_start=fast_start, port=port, advertised_port=advertised_port
+    )
     return broker.bootstrap, broker.process
 
 
@@ -92,6 +115,7 @@ def start_kafka_broker(
     fast_start: bool = True,
     port: int | None = None,
     sasl_users: Mapping[str, str] | None = None,
+    advertised_port: int | None = None,
 ) -> KafkaBroker:
     """`start_kafka`, and with `sasl_users` (name: password) a SASL_PLAINTEXT listener too, on a
     fresh loopback port, taking those users with the PLAIN mechanism: what a client configured
@@ -103,7 +127,13 @@ def start_kafka_broker(
     # Kafka's own lock comes too late: a second broker can damage the first one's metadata log.
     lock_fd = lock_file(kafka_dir / "eventpipe.lock", owner="kafka broker")
     try:
-        launcher = _Launcher(home, kafka_dir, fast_start, sasl_users)
+        launcher = Launcher(
+            home,
+            kafka_dir,
+            fast_start=fast_start,
+            sasl_users=sasl_users,
+            advertised_port=advertised_port,
+        )
         return retry_port_clash(
             lambda: launcher.start(lock_fd, port or free_port()), attempts=1 if port else 3
         )
@@ -129,20 +159,32 @@ def ensure_jars(cache_dir: Path) -> Path:
     return home
 
 
-class _Launcher:
-    """Everything one start needs: the JVM command line, the data, the archive of classes."""
+class Launcher:
+    """Everything one start of a node needs: the JVM command line, the data, the archive of
+    classes. `kafka_dir` holds the node's configuration, log and data; `cluster_id` the file
+    keeping the id its data was formatted with (beside the data unless every node shares one).
+    """
 
     def __init__(
         self,
         home: Path,
         kafka_dir: Path,
+        *,
         fast_start: bool,
         sasl_users: Mapping[str, str] | None = None,
+        advertised_port: int | None = None,
+        role: NodeRole | None = None,
+        heap_mb: int = _HEAP_MB,
+        cluster_id: Path | None = None,
     ) -> None:
         self.home = home
         self.kafka_dir = kafka_dir
         self.fast_start = fast_start
         self.sasl_users = dict(sasl_users) if sasl_users is not None else None
+        self.advertised_port = advertised_port
+        self.role = role or NodeRole()
+        self.heap_mb = heap_mb
+        self.cluster_id = cluster_id or kafka_dir / "cluster.id"
         self.java = _find_tool("java", os.environ.get("JAVA_HOME"))
         self.classpath = ":".join(sorted(str(jar) for jar in (home / "lib").glob("*.jar")))
         self.archive = home / "kafka.jsa"
@@ -160,10 +202,14 @@ class _Launcher:
             return self._start_once(lock_fd, port)
 
     def _start_once(self, lock_fd: int, port: int) -> KafkaBroker:
-        # A given port is not retried on a clash, so never pick it for the controller as well.
-        controller_port = free_port()
-        while controller_port == port:
+        voters = dict(self.role.voters)
+        if not voters:
+            # A given port is not retried on a clash, so never pick it for the controller too.
             controller_port = free_port()
+            while controller_port == port:
+                controller_port = free_port()
+            voters = {self.role.node_id: controller_port}
+        controller_port = voters[self.role.node_id]
         sasl_port = None
         if self.sasl_users is not None:
             sasl_port = free_port()
@@ -173,7 +219,15 @@ class _Launcher:
         data_dir = self.kafka_dir / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         properties.write_text(
-            _server_properties(data_dir, port, controller_port, sasl_port, self.sasl_users)
+            _server_properties(
+                data_dir,
+                port,
+                self.role,
+                voters,
+                sasl_port=sasl_port,
+                sasl_users=self.sasl_users,
+                advertised_port=self.advertised_port,
+            )
         )
         use_archive = self.fast_start and self._archive_usable()
         self._format_once(data_dir, properties, use_archive=use_archive)
@@ -182,22 +236,25 @@ class _Launcher:
         if self.fast_start and not use_archive:
             dump_to = self._new_dump_path()
         args = [*self._jvm(use_archive, dump_to), "kafka.Kafka", str(properties)]
+        name = "kafka" if not self.role.voters else f"kafka node {self.role.node_id}"
         process = spawn(
-            "kafka", args, log_path=self.log_path, lock_fd=os.dup(lock_fd), cwd=self.kafka_dir
+            name, args, log_path=self.log_path, lock_fd=os.dup(lock_fd), cwd=self.kafka_dir
         )
         if dump_to is not None:
             process.on_exit = functools.partial(_promote_archive, dump_to, self.archive)
         write_lock_pid(lock_fd, process.pid)
-        _wait_ready(process, port)
+        wait_ready(process, port)
+        bootstrap = f"{_HOST}:{self.advertised_port or port}"
         if sasl_port is None:
-            return KafkaBroker(f"{_HOST}:{port}", process)
+            return KafkaBroker(bootstrap, process)
         # Opened with the PLAINTEXT one, but a client must not race it.
         what = f"listening for SASL on port {sasl_port}"
         wait_until(lambda: port_open(sasl_port), timeout=10, process=process, what=what)
-        return KafkaBroker(f"{_HOST}:{port}", process, f"{_HOST}:{sasl_port}")
+        return KafkaBroker(bootstrap, process, f"{_HOST}:{sasl_port}")
 
     def _jvm(self, use_archive: bool, dump_to: Path | None = None) -> list[str]:
-        args = [self.java, *_JVM_FLAGS, *self._logging_flags()]
+        heap = [f"-Xms{min(256, self.heap_mb)}m", f"-Xmx{self.heap_mb}m"]
+        args = [self.java, *heap, *_JVM_FLAGS, *self._logging_flags()]
         if self.fast_start:
             args += _FAST_FLAGS
         if use_archive:
@@ -218,7 +275,7 @@ class _Launcher:
         """Format the data directory on the first start only, with a cluster id kept beside it."""
         if (data_dir / "meta.properties").exists():
             return
-        cluster_id = _cluster_id(self.kafka_dir / "cluster.id")
+        cluster_id = ensure_cluster_id(self.cluster_id)
         # No --standalone: with the static `controller.quorum.voters` the controller's
         # address stays out of the metadata log, so later starts may pick other ports.
         args = [*self._jvm(use_archive), "kafka.tools.StorageTool", "format", "--ignore-formatted"]
@@ -270,7 +327,7 @@ def _promote_archive(pending: Path, archive: Path, status: int) -> None:
         pending.unlink(missing_ok=True)
 
 
-def _wait_ready(process: ManagedProcess, port: int) -> None:
+def wait_ready(process: ManagedProcess, port: int) -> None:
     """Ready when the PLAINTEXT port (it opens last) accepts and the broker answers metadata."""
     admin: AdminClient | None = None
 
@@ -295,34 +352,45 @@ def _wait_ready(process: ManagedProcess, port: int) -> None:
 def _server_properties(
     data_dir: Path,
     port: int,
-    controller_port: int,
+    role: NodeRole,
+    voters: Mapping[int, int],
+    *,
     sasl_port: int | None = None,
     sasl_users: Mapping[str, str] | None = None,
+    advertised_port: int | None = None,
 ) -> str:
-    listeners = f"PLAINTEXT://{_HOST}:{port},CONTROLLER://{_HOST}:{controller_port}"
+    controller = f"CONTROLLER://{_HOST}:{voters[role.node_id]}"
+    listeners = f"PLAINTEXT://{_HOST}:{port},{controller}"
+    # Clients (and other brokers) connect where it advertises: perhaps a proxy in front of it.
+    advertised = f"PLAINTEXT://{_HOST}:{advertised_port or port},{controller}"
     protocols = "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
     if sasl_port is not None:
         listeners += f",SASL_PLAINTEXT://{_HOST}:{sasl_port}"
+        advertised += f",SASL_PLAINTEXT://{_HOST}:{sasl_port}"
         protocols += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    quorum = ",".join(f"{node}@{_HOST}:{cport}" for node, cport in sorted(voters.items()))
+    replicas, min_insync = str(role.replicas), str(role.min_insync)
     settings = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@{_HOST}:{controller_port}",
+        "node.id": str(role.node_id),
+        "controller.quorum.voters": quorum,
         "listeners": listeners,
-        "advertised.listeners": listeners,
+        "advertised.listeners": advertised,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": protocols,
         "log.dirs": str(data_dir),
         "auto.create.topics.enable": "false",
-        # A single broker: every replicated internal topic must make do with one replica.
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        # Internal topics too: a single broker's must make do with one replica.
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_insync,
+        "offsets.topic.replication.factor": replicas,
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_insync,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_insync,
+        # A replica that missed acknowledged writes never becomes leader (the default, pinned).
+        "unclean.leader.election.enable": "false",
         # The default 50 partitions make a first consumer group join take ~5 s instead of ~1.7 s.
         "offsets.topic.num.partitions": "1",
         "group.initial.rebalance.delay.ms": "0",
@@ -349,7 +417,7 @@ def _sasl_jaas(users: Mapping[str, str]) -> str:
     return f"org.apache.kafka.common.security.plain.PlainLoginModule required{options};"
 
 
-def _cluster_id(path: Path) -> str:
+def ensure_cluster_id(path: Path) -> str:
     """The cluster id kept in the state directory: formatting with another one fails later."""
     existing = _read_text(path)
     if existing:
