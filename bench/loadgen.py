@@ -216,6 +216,7 @@ class ProcessResult:
     acked_events_total: int
     cpu_s: float
     elapsed_s: float
+    started_at: float
 
 
 class Closed(Exception):
@@ -310,7 +311,7 @@ async def _run_process(spec: LoadSpec, index: int, barrier: Barrier | None) -> P
         await asyncio.sleep(_CONNECT_GAP_S)
     if barrier is not None:
         barrier.wait(60)  # every process connected: all start together
-    cpu, started = time.process_time(), now()
+    cpu, started, started_at = time.process_time(), now(), time.time()
     recorder.window_start = started + spec.warmup_s
     recorder.window_end = stop_at = recorder.window_start + spec.seconds
     tasks = [
@@ -327,6 +328,7 @@ async def _run_process(spec: LoadSpec, index: int, barrier: Barrier | None) -> P
         acked_events_total=recorder.acked_events_total,
         cpu_s=time.process_time() - cpu,
         elapsed_s=now() - started,
+        started_at=started_at,
     )
 
 
@@ -375,6 +377,8 @@ class LoadResult:
     acked_events_total: int
     client_cpu_s: float
     client_elapsed_s: float
+    # Wall-clock time (time.time()) of the first send: where a watcher's own samples meet it.
+    started_at: float = 0.0
 
     @property
     def events_per_s(self) -> float:
@@ -417,6 +421,7 @@ def _merge(spec: LoadSpec, parts: list[ProcessResult]) -> LoadResult:
         acked_events_total=sum(part.acked_events_total for part in parts),
         client_cpu_s=sum(part.cpu_s for part in parts),
         client_elapsed_s=max(part.elapsed_s for part in parts),
+        started_at=min(part.started_at for part in parts),
     )
 
 

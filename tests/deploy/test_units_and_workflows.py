@@ -274,7 +274,7 @@ def test_every_action_is_pinned_by_commit() -> None:
 
 
 def test_workflows_are_least_privilege_with_timeouts(workflows: dict[str, dict[str, Any]]) -> None:
-    assert set(workflows) == {"ci", "cd"}
+    assert set(workflows) == {"ci", "cd", "nightly"}
     for name, workflow in workflows.items():
         assert workflow["permissions"] == {"contents": "read"}, name
         assert workflow["concurrency"]["group"], name
@@ -294,6 +294,18 @@ def test_ci_runs_every_check_behind_one_gate(workflows: dict[str, dict[str, Any]
     assert "pytest -m" in steps_text(jobs["deploy-checks"])
     scan = step_using(jobs["image"], "anchore/scan-action")["with"]
     assert scan["severity-cutoff"] == "high" and scan["only-fixed"] and scan["fail-build"]
+
+
+def test_nightly_runs_the_long_scenarios_and_keeps_their_figures(
+    workflows: dict[str, dict[str, Any]],
+) -> None:
+    nightly = workflows["nightly"]
+    assert nightly["on"]["schedule"][0]["cron"] and "workflow_dispatch" in nightly["on"]
+    [job] = nightly["jobs"].values()
+    assert job["container"] == workflows["ci"]["jobs"]["test"]["container"]
+    assert "./scripts/test -m nightly" in steps_text(job)
+    upload = step_using(job, "actions/upload-artifact")
+    assert upload["if"] == "always()" and upload["with"]["path"] == "test-artifacts/"
 
 
 def test_cd_publishes_attested_images_and_deploys_safely(
