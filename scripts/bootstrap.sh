@@ -30,3 +30,26 @@ if ! command -v uv >/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check uv
 fi
 uv sync --locked --quiet
+
+# --- Toxiproxy: the fault proxy of tests/faults/test_network.py ----------------------------
+# Built from the Go module proxy at a pinned version, once, into the cache directory the tests
+# look in (tests/faults/toxiproxy.py names the same version). Go is the machine's (see above).
+toxiproxy_version=v2.12.0
+toxiproxy_dir="${EVENTPIPE_CACHE_DIR:-$HOME/.cache/eventpipe}/toxiproxy-$toxiproxy_version"
+if [[ ! -x $toxiproxy_dir/toxiproxy-server ]]; then
+  go_bin=$(command -v go || true)
+  if [[ -z $go_bin && -x /usr/local/go/bin/go ]]; then
+    go_bin=/usr/local/go/bin/go # the official tarball's place, often not on PATH
+  fi
+  if [[ -n $go_bin ]]; then
+    echo "bootstrap: building toxiproxy-server $toxiproxy_version with $go_bin" >&2
+    mkdir -p "$toxiproxy_dir"
+    # `go install` names the binary after its package (`server`); renamed last, so a build that
+    # failed halfway never looks installed.
+    GOBIN="$toxiproxy_dir" GOTOOLCHAIN=local GOFLAGS=-buildvcs=false \
+      "$go_bin" install "github.com/Shopify/toxiproxy/v2/cmd/server@$toxiproxy_version"
+    mv "$toxiproxy_dir/server" "$toxiproxy_dir/toxiproxy-server"
+  else
+    echo "bootstrap: no Go found; the network fault tests need toxiproxy-server (install Go)" >&2
+  fi
+fi
