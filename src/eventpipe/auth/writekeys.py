@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from cachetools import TTLCache
 from sqlalchemy import select, update
@@ -16,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from eventpipe.domain.tables import WriteKey
 
+T = TypeVar("T")
 KEY_PREFIX = "wk_"
 SHOWN_PREFIX = 10
 MAX_KEY_LENGTH = 200
@@ -99,6 +102,10 @@ class ResolvedKey:
     allowed_origins: tuple[str, ...] = ()
 
 
+# Ingest's whole budget is this plus Kafka's acknowledgement (5 s), inside an SDK's 10 s.
+LOOKUP_TIMEOUT_S = 3.0
+
+
 class WriteKeyResolver:
     """Maps a presented key to its project, caching answers (hits and misses) for `ttl_s`; a key
     found valid is still accepted for `stale_s` while PostgreSQL cannot be reached, so ingest
@@ -124,8 +131,8 @@ class WriteKeyResolver:
         if self._cache is not None and digest in self._cache:
             return self._cache[digest]
         try:
-            answer = await self._lookup(digest)
-        except SQLAlchemyError:
+            answer = await _within(self._lookup(digest), LOOKUP_TIMEOUT_S)
+        except (SQLAlchemyError, TimeoutError, OSError):
             known = self._known.get(digest) if self._known is not None else None
             if known is None:
                 raise
@@ -151,3 +158,24 @@ class WriteKeyResolver:
         if row is None:
             return None
         return ResolvedKey(str(row.id), str(row.project_id), tuple(row.allowed_origins))
+
+
+async def _within(lookup: Coroutine[Any, Any, T], timeout_s: float) -> T:
+    """`lookup`'s answer, or TimeoutError after `timeout_s` whatever the lookup is doing.
+
+    psycopg has no read timeout, and a query cancelled on a PostgreSQL that accepts bytes and
+    never answers is cleaned up (cancel request, rollback) over that same silent connection:
+    awaited, the cleanup took the request past 13 s. It is left to finish in the background.
+    """
+    task = asyncio.ensure_future(lookup)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), timeout_s)
+    except TimeoutError:
+        task.cancel()
+        task.add_done_callback(_quietly)
+        raise
+
+
+def _quietly(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: the lookup's error was answered already, as a timeout

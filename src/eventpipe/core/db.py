@@ -14,9 +14,21 @@ def sqlalchemy_url(database_url: str) -> str:
     return f"{scheme}://{rest}"
 
 
+# libpq waits for a server forever by default; a role must notice an unreachable one.
+CONNECT_TIMEOUT_S = 5
+# Waiting for a pooled connection (SQLAlchemy's default is 30 s).
+POOL_TIMEOUT_S = 10.0
+
+
 def async_engine(database_url: str) -> AsyncEngine:
-    return create_async_engine(sqlalchemy_url(database_url), pool_pre_ping=True, pool_size=10)
+    return create_async_engine(
+        sqlalchemy_url(database_url), pool_pre_ping=True, pool_size=10,
+        pool_timeout=POOL_TIMEOUT_S, connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+    )  # fmt: skip
 
 
 def sync_engine(database_url: str) -> Engine:
-    return create_engine(sqlalchemy_url(database_url), pool_pre_ping=True)
+    return create_engine(
+        sqlalchemy_url(database_url), pool_pre_ping=True,
+        pool_timeout=POOL_TIMEOUT_S, connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+    )  # fmt: skip

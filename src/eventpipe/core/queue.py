@@ -42,6 +42,10 @@ UNAVAILABLE = (SQLAlchemyError, procrastinate.exceptions.ProcrastinateException)
 ALL_QUEUES = (Queue.MAINTENANCE, Queue.WEBHOOKS, Queue.EXPORTS, Queue.DEFAULT)
 
 
+POOL_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 5
+
+
 def conninfo(settings: Settings) -> str:
     assert settings.database_url is not None  # noqa: S101 - checked by the caller's role
     return str(settings.database_url)
@@ -50,8 +54,11 @@ def conninfo(settings: Settings) -> str:
 def build_app(settings: Settings, *, pool_size: int = 4) -> procrastinate.App:
     """An app bound to the database; `open_async()` it before use (its pool is lazy)."""
     connector = procrastinate.PsycopgConnector(
-        conninfo=conninfo(settings), min_size=1, max_size=pool_size
-    )
+        conninfo=conninfo(settings), min_size=1, max_size=pool_size,
+        # psycopg_pool waits 30 s for a connection by default, libpq forever for a server: a
+        # worker that lost PostgreSQL would sit that long before it reconnects.
+        timeout=POOL_TIMEOUT_S, kwargs={"connect_timeout": CONNECT_TIMEOUT_S},
+    )  # fmt: skip
     return procrastinate.App(connector=connector)
 
 

@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Connection, Redis, SSLConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 # Far above what one process uses at once: the bound is only there because this pool needs one.
 MAX_CONNECTIONS = 1_000
+
+
+class _WriteErrorsAreConnectionErrors:
+    """uvloop raises RuntimeError ("unable to perform operation on <TCPTransport closed=True>")
+    writing to a connection the server reset; redis-py passes it on as it is, past every
+    `except RedisError` (the api answered 500). Here it is the ConnectionError it means."""
+
+    async def send_packed_command(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await super().send_packed_command(*args, **kwargs)  # type: ignore[misc]
+        except RuntimeError as error:
+            raise RedisConnectionError(f"connection lost while writing: {error}") from error
+
+
+class _Connection(_WriteErrorsAreConnectionErrors, Connection):
+    pass
+
+
+class _SSLConnection(_WriteErrorsAreConnectionErrors, SSLConnection):
+    pass
+
+
+_OURS: dict[type[Any], type[Any]] = {Connection: _Connection, SSLConnection: _SSLConnection}
 
 
 def redis_client(url: str) -> Redis:
@@ -22,5 +48,6 @@ def redis_client(url: str) -> Redis:
         socket_connect_timeout=5,
         health_check_interval=30,
     )
+    pool.connection_class = _OURS.get(pool.connection_class, pool.connection_class)
     client: Redis = Redis.from_pool(pool)
     return client

@@ -54,12 +54,17 @@ ARCHIVE_AHEAD = 2
 
 class Processor:
     def __init__(self, settings: Settings, stop: StopFlag, metrics: ProcessorMetrics) -> None:
+        # The processor command checks these first (cli.require).
         assert settings.kafka_bootstrap and settings.redis_url and settings.database_url  # noqa: S101
         self.settings = settings
         self.stop = stop
         self.metrics = metrics
         self.topic = settings.events_topic
-        self.redis = redis.Redis.from_url(str(settings.redis_url), socket_timeout=10)
+        # 5 s for a reply and for a connection, as the other roles: a stalled Redis is noticed
+        # (and the partitions paused) that soon.
+        self.redis = redis.Redis.from_url(
+            str(settings.redis_url), socket_timeout=5, socket_connect_timeout=5
+        )
         self.step = RedisStep(
             self.redis,
             group=settings.processor_group,

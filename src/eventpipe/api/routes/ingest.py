@@ -69,8 +69,8 @@ async def resolve_key(resources: Resources, key: str | None) -> ResolvedKey:
         raise IngestError(503, "unavailable", "PostgreSQL is not configured")
     try:
         resolved = await resources.write_keys.resolve(key)
-    except SQLAlchemyError as error:
-        log.warning("write key lookup failed: %s", error)
+    except (SQLAlchemyError, TimeoutError, OSError) as error:
+        log.warning("write key lookup failed: %r", error)
         raise IngestError(503, "unavailable", "cannot check the write key right now") from error
     if resolved is None:
         raise IngestError(401, "invalid_write_key", "unknown or revoked write key")
