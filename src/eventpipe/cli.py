@@ -56,12 +56,17 @@ def api(
     """Serve the HTTP API (ingest, auth, queries, dashboard)."""
     import uvicorn
 
+    from eventpipe.api.serve import DeadlineProtocol, raise_open_files_limit
+
     settings = load_settings()
+    raise_open_files_limit()
     uvicorn.run(
         "eventpipe.api.app:create_app",
         factory=True,
         host=settings.http_host,
         port=settings.http_port,
+        # Slow clients are cut after EVENTPIPE_HTTP_HEADER_TIMEOUT_S / _BODY_TIMEOUT_S.
+        http=DeadlineProtocol,
         workers=workers,
         log_level=settings.log_level.lower(),
         access_log=False,

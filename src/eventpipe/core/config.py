@@ -65,6 +65,12 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: Port = 8000
+    # Slow clients (docs/configuration.md#slow-clients): a connection is cut when its request's
+    # head is not complete this long after the connection opened (or after the request's first
+    # byte, on a kept-alive connection), or its body this long after the head: total deadlines,
+    # not idle timeouts, so a byte now and then does not keep a connection open.
+    http_header_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    http_body_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For and
     # X-Forwarded-Proto are believed; from anyone else those headers are ignored.
     trusted_proxies: Annotated[list[IPvAnyNetwork], NoDecode] = []

@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,14 @@ async def _validation_error(_: Request, error: Exception) -> Response:
     return error_response(422, "invalid_request", message, problems=problems)
 
 
+async def _client_gone(request: Request, _: Exception) -> Response:
+    # The client closed its connection, or was cut for sending its body too slowly
+    # (api/serve.py), before the body was in: no one to answer, and no fault of ours to log with
+    # a traceback (a slowloris would make hundreds a second).
+    log.debug("client gone before its body was read: %s %s", request.method, request.url.path)
+    return Response(status_code=499)  # nginx's "client closed request"; never sent
+
+
 async def _unexpected(request: Request, error: Exception) -> Response:
     # Log the traceback for operators; the client gets no internals.
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
@@ -81,4 +90,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
