@@ -1,6 +1,6 @@
 """The latest tally of each fault scenario as a Markdown table, for docs/reliability.md:
 
-    uv run python -m tests.faults.report [results.jsonl]
+uv run python -m tests.faults.report [results.jsonl]
 """
 
 from __future__ import annotations

@@ -10,7 +10,14 @@ from starlette.requests import Request
 from eventpipe.core.config import Settings
 from eventpipe.dashboard.cookies import same_origin
 from eventpipe.dashboard.firstrun import code_matches, from_this_machine
-from eventpipe.dashboard.headers import API_HEADERS, PAGE_HEADERS, STATIC_HEADERS, headers_for
+from eventpipe.dashboard.headers import (
+    API_HEADERS,
+    DOCS_HEADERS,
+    OTHER_HEADERS,
+    PAGE_HEADERS,
+    STATIC_HEADERS,
+    headers_for,
+)
 from eventpipe.dashboard.pages import safe_next
 
 
@@ -79,8 +86,9 @@ def test_headers_by_path() -> None:
     for path in ("/api/projects", "/auth/me"):
         assert headers_for(path) == API_HEADERS, path
     assert headers_for("/static/app.js") == STATIC_HEADERS
-    for path in ("/v1/batch", "/v1/projects/wk/settings", "/healthz", "/docs", "/openapi.json"):
-        assert headers_for(path) == (), path
+    for path in ("/v1/batch", "/v1/projects/wk/settings", "/healthz", "/openapi.json", "/nope"):
+        assert headers_for(path) == OTHER_HEADERS, path
+    assert headers_for("/docs") == DOCS_HEADERS
 
 
 @pytest.mark.parametrize(

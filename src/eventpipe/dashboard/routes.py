@@ -7,6 +7,7 @@ the access cookie.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import urlencode
@@ -172,12 +173,20 @@ def _safe_utc(value: str) -> datetime | None:
         return None
 
 
+def _pretty_json(value: object) -> str:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
+    except TypeError:
+        # orjson stops at 64-bit integers; the archive returns `1e20` as a 21-digit integer.
+        return json.dumps(value, indent=2, ensure_ascii=False)
+
+
 @router.get("/projects/{project_id}/events/{message_id:path}")
 async def event(
     request: Request, page: ProjectDep, session: SessionDep, message_id: str
 ) -> Response:
     found = await get_event(session, project_id=page.project.id, message_id=message_id)
-    shown = orjson.dumps(found, option=orjson.OPT_INDENT_2).decode() if found else ""
+    shown = _pretty_json(found) if found else ""
     return render(
         request,
         "event.html",

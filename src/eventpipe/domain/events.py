@@ -60,6 +60,14 @@ def encode_record(record: EventRecord) -> bytes:
 
 def decode_record(data: bytes) -> EventRecord:
     """Parse a record; raises msgspec.DecodeError or ValidationError for a poison message."""
+    if not data.isascii():
+        # msgspec checks UTF-8 in the strings it decodes, not in the raw fields it carries: a
+        # record an older api accepted with a bad byte in `properties` stopped the archive
+        # (PostgreSQL's text is UTF-8) and with it the partition. Now it is dead-lettered.
+        try:
+            data.decode()
+        except UnicodeDecodeError as error:
+            raise msgspec.DecodeError(f"not UTF-8 at byte {error.start}") from error
     record = _decoder.decode(data)
     if record.v not in READABLE_VERSIONS:
         # A newer api wrote it (a rollout in progress, or a rollback of the processor): counting

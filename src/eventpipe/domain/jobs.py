@@ -47,7 +47,7 @@ async def list_jobs(
 
 async def job_detail(session: AsyncSession, job_id: int) -> JobDetail:
     found = await session.execute(
-        text(f"SELECT {_COLUMNS} FROM procrastinate_jobs WHERE id = :id"),  # noqa: S608
+        text(f"SELECT {_COLUMNS} FROM procrastinate_jobs WHERE id = :id"),  # noqa: S608 - fixed names
         {"id": job_id},
     )
     row = found.first()

@@ -146,7 +146,7 @@ def export_query(project_id: uuid.UUID, filters: EventFilter) -> tuple[str, dict
     """Every matching row, oldest first: the statement an export streams through a cursor."""
     clauses, params = _where(filters, None)
     query = (
-        f"SELECT {_EXPORT_SELECT} FROM events WHERE {' AND '.join(clauses)} "  # noqa: S608
+        f"SELECT {_EXPORT_SELECT} FROM events WHERE {' AND '.join(clauses)} "  # noqa: S608 - fixed names
         'ORDER BY "timestamp", message_id'
     )
     return query, {**params, "project_id": project_id}

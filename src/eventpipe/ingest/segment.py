@@ -16,6 +16,13 @@ import orjson
 from eventpipe.domain.events import EVENT_TYPES, NULL, EventRecord
 from eventpipe.ingest.context import merge_raw, object_or_null, traits_of, with_ip
 from eventpipe.ingest.errors import IngestError, bad_event
+from eventpipe.ingest.storable import (
+    MAX_DEPTH,
+    depth_over,
+    refuse_deep_events,
+    refuse_invalid_utf8,
+    refuse_unstorable_numbers,
+)
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024
@@ -88,6 +95,8 @@ def _refuse_nul(body: bytes) -> None:
 def decode_envelope(body: bytes, implied_type: str | None) -> Envelope:
     """Split a body into raw events; `implied_type` is the route's type, None for /v1/batch."""
     _refuse_nul(body)
+    refuse_invalid_utf8(body)
+    refuse_unstorable_numbers(body)
     try:
         if implied_type is None:
             envelope = _envelope_decoder.decode(body)
@@ -115,6 +124,11 @@ def check_batch_size(envelope: Envelope) -> None:
         raise IngestError(400, "batch_too_large", f"at most {MAX_BATCH_EVENTS} events per batch")
     # The envelope's context and integrations become part of every event: they count in each.
     shared = sum(len(raw) for raw in (envelope.context, envelope.integrations) if raw != NULL)
+    # Each becomes a field of every event, one level below the event's own object.
+    shared_raws = (envelope.context, envelope.integrations)
+    if any(depth_over(bytes(raw), MAX_DEPTH - 1) for raw in shared_raws):
+        message = f"the batch's context or integrations nest deeper than {MAX_DEPTH - 1} levels"
+        raise IngestError(400, "invalid_body", message)
     for index, item in enumerate(envelope.items):
         size = len(item) + shared
         if size > MAX_EVENT_BYTES:
@@ -201,8 +215,9 @@ class _Clock:
         if found is None:
             moment = parse_time(value, field, index)
             assert moment is not None  # noqa: S101 - value is not None
-            # "2026-11-25T14:03:59.123Z", as the SDKs send it, is already the stored form.
-            canonical = len(value) == 24 and value[10] == "T" and value[19:20] + value[23:] == ".Z"
+            # "2026-11-25T14:03:59.123Z", as the SDKs send it, is already the stored form. Every
+            # separator is checked: "2026-W48-3T14:03:59.123Z" (a week date) parses too.
+            canonical = len(value) == 24 and value[4:20:3] + value[23] == "--T::.Z"
             found = self._seen[value] = (moment, value if canonical else iso(moment))
         return found
 
@@ -278,6 +293,7 @@ def build_records(
 
     `client_ip` (the sender's address) becomes `context.ip` where the event has none."""
     check_batch_size(envelope)
+    refuse_deep_events(envelope.items)
     clock = _Clock(received_at)
     ip = orjson.dumps(client_ip) if client_ip else None
     return [

@@ -116,11 +116,12 @@ def plan_step(partition: int, records: list[EventRecord]) -> StepArgs:
                 (counts_key(partition, HOUR, project, minute[:10]), LONG_TTL_S),
                 (day_counts_key(partition, project, minute[:8]), LONG_TTL_S),
             )
+            # A set of members: a track event named `$all` is the total's own member, once.
+            members = dict.fromkeys((name, ALL))
             name_group = by_name[name_key] = step.group([
                 *(step.target(OP_RANK, key, member, ttl)
-                  for key, ttl in buckets for member in (name, ALL)),
-                step.target(OP_COUNT, total, name, NO_TTL),
-                step.target(OP_COUNT, total, ALL, NO_TTL),
+                  for key, ttl in buckets for member in members),
+                *(step.target(OP_COUNT, total, member, NO_TTL) for member in members),
             ])  # fmt: skip
         hour_key = (project, timestamp[:13])
         pair = by_hour.get(hour_key)

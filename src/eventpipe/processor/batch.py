@@ -58,7 +58,7 @@ def split(messages: list[Message]) -> Batch:
         partition = message.partition()
         assert partition is not None  # noqa: S101 - a message without error has one
         offset = message.offset()
-        assert offset is not None  # noqa: S101
+        assert offset is not None  # noqa: S101 - likewise
         work = batch.partitions.setdefault(
             partition, PartitionBatch(partition, first_offset=offset)
         )
