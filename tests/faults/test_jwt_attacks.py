@@ -37,8 +37,8 @@ from eventpipe.auth.admin import create_user_sync
 from eventpipe.core.config import Settings
 from eventpipe.dashboard import jobs, manage, routes, session
 from eventpipe.local.stack import StackUrls
-from tests.integration.support import fresh_database
-from tests.integration.test_ingest import PASSWORD, api_settings
+from tests.integration.ingest_fixtures import module_api_settings
+from tests.integration.test_ingest import PASSWORD
 
 pytestmark = pytest.mark.integration
 
@@ -84,15 +84,8 @@ def jwt_settings(
     stack_urls: StackUrls, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
     """A database of this module's own and an api signing key of its own."""
-    unique = uuid.uuid4().hex[:12]
-    with fresh_database(stack_urls.database_url, f"test_jwt_{unique}") as database_url:
-        base = Settings(
-            kafka_bootstrap=stack_urls.kafka_bootstrap,
-            redis_url=stack_urls.redis_url,
-            database_url=database_url,
-            state_dir=tmp_path_factory.mktemp("jwt-state"),
-        )
-        yield api_settings(base, tmp_path_factory.mktemp("keys"), events_topic=f"test.{unique}")
+    with module_api_settings(stack_urls, tmp_path_factory, "jwt") as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")

@@ -26,15 +26,14 @@ from markupsafe import escape
 
 from eventpipe.api.app import create_app
 from eventpipe.core.config import Settings
-from eventpipe.core.kafka import ensure_topics
 from eventpipe.dashboard import jobs, manage, routes, session
 from eventpipe.dashboard.headers import CSP
 from eventpipe.local.stack import StackUrls
 from tests.faults.test_hostile_bodies import running_processor
-from tests.integration.support import delete_topics, fresh_database, wait_for
+from tests.integration.ingest_fixtures import module_api_settings
+from tests.integration.support import wait_for
 from tests.integration.test_ingest import (
     Account,
-    api_settings,
     basic,
     create_project,
     create_write_key,
@@ -50,18 +49,9 @@ pytestmark = pytest.mark.integration
 def headers_settings(
     stack_urls: StackUrls, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
-    unique = uuid.uuid4().hex[:12]
-    topic = f"test.headers.{unique}"
-    ensure_topics(stack_urls.kafka_bootstrap, {topic: 3})
-    with fresh_database(stack_urls.database_url, f"test_headers_{unique}") as database_url:
-        base = Settings(
-            kafka_bootstrap=stack_urls.kafka_bootstrap,
-            redis_url=stack_urls.redis_url,
-            database_url=database_url,
-            state_dir=tmp_path_factory.mktemp("headers-state"),
-        )
-        yield api_settings(base, tmp_path_factory.mktemp("keys"), events_topic=topic)
-    delete_topics(stack_urls.kafka_bootstrap, [topic])
+    """A database and a topic of this module's own."""
+    with module_api_settings(stack_urls, tmp_path_factory, "headers") as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")

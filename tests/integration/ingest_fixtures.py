@@ -3,6 +3,8 @@ key), shared through conftest by every module that sends events."""
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,7 +13,9 @@ from fastapi.testclient import TestClient
 
 from eventpipe.api.app import create_app
 from eventpipe.core.config import Settings
+from eventpipe.core.kafka import ensure_topics
 from eventpipe.local.stack import StackUrls
+from tests.integration.support import delete_topics, fresh_database
 from tests.integration.test_ingest import (
     Account,
     Delivered,
@@ -22,6 +26,26 @@ from tests.integration.test_ingest import (
     read_topic,
     sign_in,
 )
+
+
+@contextlib.contextmanager
+def module_api_settings(
+    stack_urls: StackUrls, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[Settings]:
+    """An api's settings on a topic, a database and a signing key of one test module's own, for
+    a module-scoped fixture; the topic and the database are removed afterwards."""
+    unique = uuid.uuid4().hex[:12]
+    topic = f"test.{name}.{unique}"
+    ensure_topics(stack_urls.kafka_bootstrap, {topic: 3})
+    with fresh_database(stack_urls.database_url, f"test_{name}_{unique}") as database_url:
+        base = Settings(
+            kafka_bootstrap=stack_urls.kafka_bootstrap,
+            redis_url=stack_urls.redis_url,
+            database_url=database_url,
+            state_dir=tmp_path_factory.mktemp(f"{name}-state"),
+        )
+        yield api_settings(base, tmp_path_factory.mktemp("keys"), events_topic=topic)
+    delete_topics(stack_urls.kafka_bootstrap, [topic])
 
 
 @pytest.fixture

@@ -26,19 +26,16 @@ from starlette.routing import Route
 from eventpipe.api.app import create_app
 from eventpipe.auth.admin import create_user_sync
 from eventpipe.core.config import Settings
-from eventpipe.core.kafka import ensure_topics
 from eventpipe.local.stack import StackUrls
+from tests.integration.ingest_fixtures import module_api_settings
 from tests.integration.support import (
     api_env,
-    delete_topics,
     free_port,
-    fresh_database,
     running_api,
 )
 from tests.integration.test_ingest import (
     PASSWORD,
     Account,
-    api_settings,
     basic,
     create_project,
     create_write_key,
@@ -142,18 +139,8 @@ def schema_settings(
     stack_urls: StackUrls, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Settings]:
     """A database and a topic of this module's own: one api serves every operation's test."""
-    unique = uuid.uuid4().hex[:12]
-    topic = f"test.schema.{unique}"
-    ensure_topics(stack_urls.kafka_bootstrap, {topic: 3})
-    with fresh_database(stack_urls.database_url, f"test_schema_{unique}") as database_url:
-        base = Settings(
-            kafka_bootstrap=stack_urls.kafka_bootstrap,
-            redis_url=stack_urls.redis_url,
-            database_url=database_url,
-            state_dir=tmp_path_factory.mktemp("schema-state"),
-        )
-        yield api_settings(base, tmp_path_factory.mktemp("keys"), events_topic=topic)
-    delete_topics(stack_urls.kafka_bootstrap, [topic])
+    with module_api_settings(stack_urls, tmp_path_factory, "schema") as settings:
+        yield settings
 
 
 @pytest.fixture(scope="module")
