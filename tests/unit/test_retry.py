@@ -33,6 +33,7 @@ def test_delays_stay_within_twenty_percent_of_the_step(attempt: int) -> None:
 
 
 def test_a_seeded_rng_makes_delays_repeatable() -> None:
+    # S311: jitter, not secrets: a seeded generator is the point.
     first = [retry_delay(n, DEFAULT_SCHEDULE_S, random.Random(7)) for n in (1, 2, 3)]  # noqa: S311
     again = [retry_delay(n, DEFAULT_SCHEDULE_S, random.Random(7)) for n in (1, 2, 3)]  # noqa: S311
     assert first == again
@@ -56,6 +57,7 @@ def job(attempts: int) -> Job:
 
 
 def test_a_failed_job_is_retried_on_the_schedule_then_dead_lettered() -> None:
+    # S311: jitter, not secrets.
     strategy = JitteredSchedule((10.0, 100.0), random.Random(3))  # noqa: S311
     before = datetime.now(UTC)
     first = strategy.get_retry_decision(exception=RuntimeError("x"), job=job(0))
