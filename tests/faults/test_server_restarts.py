@@ -6,7 +6,7 @@ counted twice."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,38 +28,45 @@ from tests.integration.test_ingest import PASSWORD
 LOGOUTS = 60
 
 
+Starter = Callable[..., tuple[str, ManagedProcess]]
+
+
 @dataclass
 class OwnServer:
     """A server of this test only, so it can be killed; `restart` brings it back on its port."""
 
-    url: str
-    process: ManagedProcess
+    start: Starter
     state_dir: Path
-    kind: str
+    url: str = ""
+    process: ManagedProcess | None = None
+
+    def __post_init__(self) -> None:
+        self.url, self.process = self.start(self.state_dir)
 
     def kill(self) -> None:
+        assert self.process is not None
         self.process.kill()
 
     def restart(self) -> None:
-        port = urlsplit(self.url).port
-        start = start_redis if self.kind == "redis" else start_postgres
-        _, self.process = start(self.state_dir, port=port)
+        _, self.process = self.start(self.state_dir, port=urlsplit(self.url).port)
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.stop()
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[OwnServer]:
-    url, process = start_redis(tmp_path / "redis-state")
-    server = OwnServer(url, process, tmp_path / "redis-state", "redis")
+    server = OwnServer(start_redis, tmp_path / "redis-state")
     yield server
-    server.process.stop()
+    server.stop()
 
 
 @pytest.fixture
 def own_postgres(tmp_path: Path) -> Iterator[OwnServer]:
-    url, process = start_postgres(tmp_path / "pg-state")
-    server = OwnServer(url, process, tmp_path / "pg-state", "postgres")
+    server = OwnServer(start_postgres, tmp_path / "pg-state")
     yield server
-    server.process.stop()
+    server.stop()
 
 
 @pytest.fixture
