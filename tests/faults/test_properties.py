@@ -39,6 +39,7 @@ from eventpipe.api.routes.ingest import refusal
 from eventpipe.domain.events import EVENT_TYPES, EventRecord, decode_record, encode_record
 from eventpipe.domain.keys import ALL, dedupe_mark, offset_field, offsets_key, tag
 from eventpipe.ingest.body import decode_content, read_limited
+from eventpipe.ingest.clock import RequestClock, canonical_ms, corrected_time, iso, text_ms
 from eventpipe.ingest.errors import IngestError
 from eventpipe.ingest.segment import build_records, decode_envelope
 from eventpipe.ingest.storable import MAX_DEPTH
@@ -500,6 +501,38 @@ def test_timestamp_is_corrected_by_the_clients_skew_in_one_form(
     assert datetime.fromisoformat(record.timestamp) == expected
     assert record.sent_at is not None
     assert datetime.fromisoformat(record.sent_at) == ms_floor(sent[0].astimezone(UTC))
+
+
+stored_times = st.datetimes(
+    min_value=datetime(1, 1, 1),
+    max_value=datetime(9999, 12, 31, 23, 59, 59),
+    timezones=st.just(UTC),
+).map(iso)
+
+
+@PROPERTY_SETTINGS
+@given(stored_times, stored_times, receptions)
+def test_the_millisecond_arithmetic_equals_datetimes(
+    original: str, sent: str, received: datetime
+) -> None:
+    """The fast path (integer milliseconds, memoised seconds) against datetime, the reference."""
+    assert text_ms(canonical_ms(original) or 0) == original
+    try:
+        reference = iso(corrected_time(received, parse_utc(sent), parse_utc(original)))
+    except OverflowError:
+        with pytest.raises(IngestError, match="too far apart"):
+            RequestClock(received).times(original, sent, 0)
+        return
+    assert RequestClock(received).times(original, sent, 0) == (
+        reference,
+        original[:10],
+        original,
+        sent,
+    )
+
+
+def parse_utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).astimezone(UTC)
 
 
 @settings(max_examples=50, derandomize=True, database=None, deadline=None)

@@ -9,12 +9,12 @@ import pytest
 
 from eventpipe.domain.events import decode_record, encode_record, record_key
 from eventpipe.ingest.body import decode_content
+from eventpipe.ingest.clock import corrected_time
 from eventpipe.ingest.errors import IngestError
 from eventpipe.ingest.segment import (
     MAX_EVENT_BYTES,
     MAX_REQUEST_BYTES,
     build_records,
-    corrected_time,
     decode_envelope,
 )
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 import msgspec
 import orjson
 
 from eventpipe.domain.events import EVENT_TYPES, NULL, EventRecord
+from eventpipe.ingest.clock import RequestClock
 from eventpipe.ingest.context import merge_raw, object_or_null, traits_of, with_ip
 from eventpipe.ingest.errors import IngestError, bad_event
 from eventpipe.ingest.storable import (
@@ -149,32 +150,6 @@ def _identifier(value: Identifier, field: str, index: int, limit: int = MAX_ID) 
     return text
 
 
-def parse_time(value: str | None, field: str, index: int) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-        # A time without a zone is taken as UTC, as Segment does.
-        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    except ValueError as error:
-        raise bad_event(index, f"{field} is not an ISO-8601 time: {value[:40]!r}") from error
-    except OverflowError as error:
-        raise bad_event(index, f"{field} is out of range: {value[:40]!r}") from error
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def corrected_time(
-    received_at: datetime, sent_at: datetime | None, original: datetime | None
-) -> datetime:
-    """Segment's skew correction: the client's clock error is (sentAt - receivedAt)."""
-    if sent_at is not None and original is not None:
-        return received_at - (sent_at - original)
-    return original or received_at
-
-
 def _decode_event(raw: msgspec.Raw, index: int) -> IncomingEvent:
     try:
         return _event_decoder.decode(raw)
@@ -199,90 +174,89 @@ def _check_type_rules(event: IncomingEvent, kind: str | None, index: int) -> str
     return kind
 
 
-class _Clock:
-    """A request's arrival time, and its parsed times memoised: the batch's `sentAt` is one
-    string for every item, and formatting a time costs more than the rest of an event."""
+class _Shared(msgspec.Struct, frozen=True):
+    """What a request gives every one of its events, checked once per request."""
 
-    def __init__(self, received_at: datetime) -> None:
-        self.received_at = received_at
-        self.received_iso = iso(received_at)
-        self._seen: dict[str, tuple[datetime, str] | None] = {}
-
-    def parse(self, value: str | None, field: str, index: int) -> tuple[datetime, str] | None:
-        if value is None:
-            return None
-        found = self._seen.get(value)
-        if found is None:
-            moment = parse_time(value, field, index)
-            assert moment is not None  # noqa: S101 - value is not None
-            # "2026-11-25T14:03:59.123Z", as the SDKs send it, is already the stored form. Every
-            # separator is checked: "2026-W48-3T14:03:59.123Z" (a week date) parses too.
-            canonical = len(value) == 24 and value[4:20:3] + value[23] == "--T::.Z"
-            found = self._seen[value] = (moment, value if canonical else iso(moment))
-        return found
+    project_id: str
+    clock: RequestClock
+    implied_type: str | None
+    sent_at: str | None
+    context: msgspec.Raw
+    integrations: msgspec.Raw
+    client_ip: bytes | None
 
 
-def build_record(
-    raw: msgspec.Raw,
-    index: int,
-    envelope: Envelope,
-    *,
-    project_id: str,
-    clock: _Clock,
-    client_ip: bytes | None = None,
-) -> EventRecord:
+def _shared(envelope: Envelope, project_id: str, received_at: datetime, ip: str | None) -> _Shared:
+    return _Shared(
+        project_id,
+        RequestClock(received_at),
+        envelope.implied_type,
+        envelope.sent_at,
+        object_or_null(envelope.context, "the batch's context", 0),
+        object_or_null(envelope.integrations, "the batch's integrations", 0),
+        orjson.dumps(ip) if ip else None,
+    )
+
+
+def _id(value: Identifier, field: str, index: int, limit: int = MAX_ID) -> str | None:
+    # Nearly every id is a short non-empty string: that case costs one check, not a call.
+    if type(value) is str and 0 < len(value) <= limit:
+        return value
+    return None if value is None else _identifier(value, field, index, limit)
+
+
+_OBJECT_OR_NULL = frozenset(b"{n")
+
+
+def _objects(event: IncomingEvent, index: int) -> None:
+    """`properties`, `traits`, `context` and `integrations` are each an object or null."""
+    # msgspec hands back the exact JSON span, so its first byte tells the JSON type.
+    for raw in (event.properties, event.traits, event.context, event.integrations):
+        if raw is not NULL and memoryview(raw)[0] not in _OBJECT_OR_NULL:
+            for field in ("properties", "traits", "context", "integrations"):
+                object_or_null(getattr(event, field), field, index)
+
+
+def build_record(raw: msgspec.Raw, index: int, shared: _Shared) -> EventRecord:
     """Validate one event and turn it into the record the processor reads."""
     event = _decode_event(raw, index)
-    kind = _check_type_rules(event, envelope.implied_type or event.type, index)
-    user_id = _identifier(event.user_id, "userId", index)
-    anonymous_id = _identifier(event.anonymous_id, "anonymousId", index)
+    kind = _check_type_rules(event, shared.implied_type or event.type, index)
+    user_id = _id(event.user_id, "userId", index)
+    anonymous_id = _id(event.anonymous_id, "anonymousId", index)
     if user_id is None and anonymous_id is None:
         raise bad_event(index, "`userId` or `anonymousId` is required")
-    message_id = _identifier(event.message_id, "messageId", index, MAX_MESSAGE_ID)
-    original = clock.parse(event.original_timestamp or event.timestamp, "timestamp", index)
-    sent_at = clock.parse(event.sent_at or envelope.sent_at, "sentAt", index)
-    if original is None:
-        timestamp_iso = clock.received_iso
-    elif sent_at is None:
-        timestamp_iso = original[1]
-    else:
-        try:
-            timestamp_iso = iso(corrected_time(clock.received_at, sent_at[0], original[0]))
-        except OverflowError as error:
-            raise bad_event(index, "timestamp and sentAt are too far apart") from error
-    context = merge_raw(
-        object_or_null(envelope.context, "the batch's context", index),
-        object_or_null(event.context, "context", index),
-        index,
+    message_id = _id(event.message_id, "messageId", index, MAX_MESSAGE_ID)
+    clock = shared.clock
+    timestamp, day, original, sent_at = clock.times(
+        event.original_timestamp or event.timestamp, event.sent_at or shared.sent_at, index
     )
-    context = with_ip(context, client_ip, index)
-    traits = object_or_null(event.traits, "traits", index)
+    _objects(event, index)
+    context = with_ip(merge_raw(shared.context, event.context, index), shared.client_ip, index)
+    traits = event.traits
+    if kind == "identify":
+        traits = traits_of(traits, context, index)
+    # By position, in EventRecord's order (see there why).
     return EventRecord(
-        project_id=project_id,
+        shared.project_id,
         # Without a client messageId a retry cannot be recognised; Segment does the same.
-        message_id=message_id or f"ep-{uuid.uuid4()}",
-        type=kind,
-        received_at=clock.received_iso,
-        timestamp=timestamp_iso,
-        # "YYYY-MM-DD" of the client's own time (UTC), else of the arrival.
-        day=(original[1] if original else clock.received_iso)[:10],
-        original_timestamp=original[1] if original else None,
-        sent_at=sent_at[1] if sent_at else None,
-        user_id=user_id,
-        anonymous_id=anonymous_id,
-        event=event.event if kind == "track" else None,
-        name=event.name,
-        category=event.category,
-        group_id=_identifier(event.group_id, "groupId", index),
-        previous_id=_identifier(event.previous_id, "previousId", index),
-        properties=object_or_null(event.properties, "properties", index),
-        traits=traits_of(traits, context, index) if kind == "identify" else traits,
-        context=context,
-        integrations=merge_raw(
-            object_or_null(envelope.integrations, "the batch's integrations", index),
-            object_or_null(event.integrations, "integrations", index),
-            index,
-        ),
+        message_id or f"ep-{uuid.uuid4()}",
+        kind,
+        clock.received_iso,
+        timestamp,
+        day,
+        original,
+        sent_at,
+        user_id,
+        anonymous_id,
+        event.event if kind == "track" else None,
+        event.name,
+        event.category,
+        None if event.group_id is None else _id(event.group_id, "groupId", index),
+        None if event.previous_id is None else _id(event.previous_id, "previousId", index),
+        event.properties,
+        traits,
+        context,
+        merge_raw(shared.integrations, event.integrations, index),
     )
 
 
@@ -294,9 +268,5 @@ def build_records(
     `client_ip` (the sender's address) becomes `context.ip` where the event has none."""
     check_batch_size(envelope)
     refuse_deep_events(envelope.items)
-    clock = _Clock(received_at)
-    ip = orjson.dumps(client_ip) if client_ip else None
-    return [
-        build_record(raw, index, envelope, project_id=project_id, clock=clock, client_ip=ip)
-        for index, raw in enumerate(envelope.items)
-    ]
+    shared = _shared(envelope, project_id, received_at, client_ip)
+    return [build_record(raw, index, shared) for index, raw in enumerate(envelope.items)]

@@ -27,9 +27,9 @@ from eventpipe.api.routes.ingest import (
 )
 from eventpipe.auth.writekeys import ResolvedKey
 from eventpipe.core.errors import json_response
+from eventpipe.ingest.clock import iso
 from eventpipe.ingest.errors import IngestError
 from eventpipe.ingest.producer import KafkaUnavailable
-from eventpipe.ingest.segment import iso
 
 # The SDKs cache nothing themselves; a short shared cache spares the database on busy pages.
 CACHE = {"Cache-Control": "public, max-age=60"}
