@@ -71,6 +71,8 @@ _GROUPS: tuple[Headers, ...] = (
     PAGE_HEADERS, OTHER_HEADERS, STATIC_HEADERS, API_HEADERS, DOCS_HEADERS,
 )  # fmt: skip
 _RAW = {group: _raw(group) for group in _GROUPS}
+# For answers built as raw ASGI (the ingest routes, api/ingestasgi.py).
+OTHER_RAW = _RAW[OTHER_HEADERS]
 
 
 class SecurityHeaders:

@@ -9,14 +9,18 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from fastapi import Request
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import QueryParams
 from starlette.routing import Route
 
+from eventpipe.api.ingestasgi import Head, IngestEndpoint, refusal_parts
 from eventpipe.api.ingestdoc import EXAMPLES, PREFLIGHT, ingest_operation
 from eventpipe.api.openapi import DocumentedRoute
 from eventpipe.api.resources import Resources
@@ -31,7 +35,6 @@ from eventpipe.ingest.ratelimit import over_limit
 from eventpipe.ingest.segment import build_records, decode_envelope
 
 log = logging.getLogger(__name__)
-SUCCESS = b'{"success":true}'
 SINGLE_TYPES = ("track", "identify", "page", "screen", "group", "alias")
 
 
@@ -48,16 +51,23 @@ def basic_auth_user(header: str | None) -> str | None:
 
 def presented_key(request: Request) -> str | None:
     """The write key of a request's Basic auth, else of its `?writeKey=` query."""
-    key = basic_auth_user(request.headers.get("authorization"))
-    if key is None and request.scope["query_string"]:
+    return key_of(request.headers.get("authorization"), request.scope["query_string"])
+
+
+def key_of(authorization: str | None, query: bytes) -> str | None:
+    key = basic_auth_user(authorization)
+    if key is None and query:
         # sendBeacon can set no header: RudderStack's beacons carry the key in the query.
-        key = request.query_params.get("writeKey")
+        key = QueryParams(query).get("writeKey")
     return key
 
 
 def check_origin(request: Request, resolved: ResolvedKey) -> None:
     """Refuse a browser page whose origin the key does not allow (servers send no Origin)."""
-    origin = request.headers.get("origin")
+    refuse_origin(request.headers.get("origin"), resolved)
+
+
+def refuse_origin(origin: str | None, resolved: ResolvedKey) -> None:
     if origin is not None and not origin_allowed(origin, resolved.allowed_origins):
         raise IngestError(403, "origin_not_allowed", "this write key does not allow this origin")
 
@@ -91,34 +101,30 @@ async def _rate_limited(resources: Resources, resolved: ResolvedKey, events: int
         return False
 
 
-async def ingest(request: Request, implied_type: str | None) -> None:
-    """Read one request of the Segment API and answer only once Kafka has its events."""
-    headers = request.headers
-    # Content-Type is not checked: the body is JSON whatever it says, as Segment's and
-    # RudderStack's servers read it (rudder-sdk-node sends x-www-form-urlencoded, browsers
-    # text/plain); a body that does not parse is refused below.
-    header_key = presented_key(request)
-    # A key in the header is checked before the body is read, so a bad one costs no parsing.
-    resources: Resources = request.app.state.resources
-    resolved = await resolve_key(resources, header_key) if header_key is not None else None
-    body = decode_content(await read_limited(request.stream()), headers.get("content-encoding"))
-    await accept(request, body, implied_type, resolved)
+class Sender(NamedTuple):
+    """Who sent a request: the page's origin (browsers only) and the address."""
+
+    origin: str | None
+    address: str | None
 
 
-async def accept(
-    request: Request, body: bytes, implied_type: str | None, resolved: ResolvedKey | None = None
+async def accept_body(
+    resources: Resources,
+    body: bytes,
+    implied_type: str | None,
+    resolved: ResolvedKey | None,
+    sender: Sender,
 ) -> None:
     """Validate a decoded body and produce its events; `resolved`: the header's key, if any."""
-    resources: Resources = request.app.state.resources
     envelope = decode_envelope(body, implied_type)
     if resolved is None:
         resolved = await resolve_key(resources, envelope.write_key)
-    check_origin(request, resolved)
+    refuse_origin(sender.origin, resolved)
     records = build_records(
         envelope,
         project_id=resolved.project_id,
         received_at=datetime.now(UTC),
-        client_ip=request.client.host if request.client else None,
+        client_ip=sender.address,
     )
     if await _rate_limited(resources, resolved, len(records)):
         raise IngestError(429, "rate_limited", "too many events for this write key")
@@ -127,13 +133,32 @@ async def accept(
     await resources.producer.send([(record_key(r), encode_record(r)) for r in records])
 
 
+async def ingest(
+    resources: Resources, head: Head, chunks: AsyncIterator[bytes], implied_type: str | None
+) -> None:
+    """Read one request of the Segment API; return once Kafka has its events."""
+    # Content-Type is not checked: the body is JSON whatever it says, as Segment's and
+    # RudderStack's servers read it (rudder-sdk-node sends x-www-form-urlencoded, browsers
+    # text/plain); a body that does not parse is refused below.
+    key = key_of(head.authorization, head.query)
+    # A key in the header is checked before the body is read, so a bad one costs no parsing.
+    resolved = await resolve_key(resources, key) if key is not None else None
+    body = decode_content(await read_limited(chunks), head.encoding)
+    await accept_body(resources, body, implied_type, resolved, Sender(head.origin, head.address))
+
+
+async def accept(
+    request: Request, body: bytes, implied_type: str | None, resolved: ResolvedKey | None = None
+) -> None:
+    """`accept_body` for a route that has a Starlette request (the pixel)."""
+    sender = Sender(request.headers.get("origin"), request.client.host if request.client else None)
+    await accept_body(request.app.state.resources, body, implied_type, resolved, sender)
+
+
 def refusal(error: IngestError | KafkaUnavailable) -> Response:
     """The JSON answer to a refused ingest request."""
-    if isinstance(error, KafkaUnavailable):
-        return error_response(503, "kafka_unavailable", str(error), {"Retry-After": "1"})
-    extra = {} if error.index is None else {"index": error.index}
-    headers = {"Retry-After": "1"} if error.status in (429, 503) else None
-    return error_response(error.status, error.code, error.message, headers, **extra)
+    status, body, headers = refusal_parts(error)
+    return Response(body, status, headers, media_type="application/json")
 
 
 def with_cors(request: Request, response: Response) -> Response:
@@ -144,15 +169,6 @@ def with_cors(request: Request, response: Response) -> Response:
     return response
 
 
-async def _answer(request: Request, implied_type: str | None) -> Response:
-    try:
-        await ingest(request, implied_type)
-        response = Response(SUCCESS, media_type="application/json")
-    except (IngestError, KafkaUnavailable) as error:
-        response = refusal(error)
-    return with_cors(request, response)
-
-
 async def preflight(request: Request) -> Response:
     """A browser's CORS preflight of an ingest route: any origin may ask; the key decides."""
     origin = request.headers.get("origin")
@@ -160,11 +176,6 @@ async def preflight(request: Request) -> Response:
         return error_response(400, "not_a_preflight", "a CORS preflight carries an Origin header")
     requested = request.headers.get("access-control-request-headers")
     return Response(status_code=204, headers=preflight_headers(origin, requested))
-
-
-async def batch(request: Request) -> Response:
-    """A batch of events, as the server SDKs send them: `{"batch": [...], "sentAt"}`."""
-    return await _answer(request, None)
 
 
 def preflight_of(route: Route) -> DocumentedRoute:
@@ -177,24 +188,26 @@ def preflight_of(route: Route) -> DocumentedRoute:
     return DocumentedRoute(route.path, preflight, methods=["OPTIONS"], operation=operation)
 
 
-def _single(kind: str, path: str | None = None) -> Route:
-    async def endpoint(request: Request) -> Response:
-        return await _answer(request, kind)
+BATCH_DOC = 'A batch of events, as the server SDKs send them: `{"batch": [...], "sentAt"}`.'
 
+
+def _single(kind: str, path: str | None = None) -> Route:
     path = path or f"/v1/{kind}"
     operation = ingest_operation(f"One {kind} event.", "SegmentEvent", EXAMPLES[kind])
     name = path.removeprefix("/v1/")
+    endpoint = IngestEndpoint(kind, ingest)
     return DocumentedRoute(path, endpoint, methods=["POST"], name=name, operation=operation)
 
 
 def _batch(path: str, name: str) -> Route:
-    operation = ingest_operation(batch.__doc__ or "", "SegmentBatch", EXAMPLES["batch"])
-    return DocumentedRoute(path, batch, methods=["POST"], name=name, operation=operation)
+    operation = ingest_operation(BATCH_DOC, "SegmentBatch", EXAMPLES["batch"])
+    endpoint = IngestEndpoint(None, ingest)
+    return DocumentedRoute(path, endpoint, methods=["POST"], name=name, operation=operation)
 
 
-# Plain Starlette routes, not FastAPI's: the endpoints read the request themselves, and FastAPI's
-# dependency solving and validation cost ~30 us per request (measured), a sixth of a single
-# event's whole cost in the api. Their OpenAPI operations are in api/ingestdoc.py.
+# Plain Starlette routes whose endpoints are raw ASGI (api/ingestasgi.py): FastAPI's dependency
+# solving and validation cost ~30 us per request, Starlette's Request and Response as much again
+# (measured). Their OpenAPI operations are in api/ingestdoc.py.
 routes: list[Route] = [_batch("/v1/batch", "batch")]
 routes += [_single(kind) for kind in SINGLE_TYPES]
 # analytics.js posts to the first letter of each type (/v1/t, /v1/p, ...) and batches to /v1/b.
