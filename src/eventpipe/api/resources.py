@@ -73,6 +73,7 @@ def _producer(settings: Settings) -> EventProducer | None:
         settings.events_topic,
         ack_timeout_s=settings.ingest_ack_timeout_s,
         security=security_config(settings),
+        linger_ms=settings.ingest_linger_ms,
     )
 
 

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
 
     # Ingest: the api answers 503 when Kafka has not acknowledged a request's events in this time.
     ingest_ack_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+    # How long the producer waits to fill a batch per partition (librdkafka's linger.ms): longer
+    # is fewer, larger produce requests, less CPU in the api and the broker, and that much more
+    # latency per request.
+    ingest_linger_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
     # Events per second per write key (0: no limit); over it, 429 with Retry-After.
     ingest_rate_limit_per_s: Annotated[int, Field(ge=0)] = 50_000
     # How long an api process trusts its cached answer for a write key (revocation delay).
