@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,11 @@ import httpx
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from bench.cpu import CpuMeter, cpu_between, loadgen_cpu_s, tree_cpu_s
+from bench.limits import AUTH_CHECK_P99_US
+from bench.registry import BenchOptions
+from bench.results import BenchResult, Figure, RunRecord
+from bench.stack import server_pids
 from eventpipe.api.app import create_app
 from eventpipe.api.deps import CurrentClaims
 from eventpipe.auth.denylist import cutoff_key, is_revoked, revoked_key
@@ -31,10 +38,10 @@ from eventpipe.auth.tokens import (
 )
 from eventpipe.core.config import Settings
 from eventpipe.core.redis import redis_client
-from eventpipe.local.stack import LocalStack
+from eventpipe.local.stack import LocalStack, StackUrls
 
 # The budget of the whole check (signature and Redis lookup), at p99.
-CHECK_P99_TARGET_US = 300.0
+CHECK_P99_TARGET_US = AUTH_CHECK_P99_US
 WARM_UP_CALLS = 2_000
 DISTINCT_TOKENS = 1_000
 # Other users' revocations and logout-all marks, so the lookup does not run on an empty Redis.
@@ -207,15 +214,21 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def run(args: argparse.Namespace, state_dir: Path) -> None:
+@contextlib.contextmanager
+def redis_settings(state_dir: Path) -> Iterator[tuple[Settings, StackUrls]]:
+    """Settings with the stack's Redis and a signing key of our own in `state_dir`."""
     with LocalStack(Settings(state_dir=state_dir / "stack")) as stack:
         keys_dir = state_dir / "keys"
         generate_key_file(keys_dir)
-        settings = Settings(
-            state_dir=state_dir, redis_url=stack.urls.redis_url, jwt_keys_dir=keys_dir
+        yield (
+            Settings(state_dir=state_dir, redis_url=stack.urls.redis_url, jwt_keys_dir=keys_dir),
+            stack.urls,
         )
-        origin = "started by eventpipe.local" if "redis" in stack.processes else "from the env"
-        print(f"Redis at {stack.urls.redis_url} ({origin})")
+
+
+def run(args: argparse.Namespace, state_dir: Path) -> None:
+    with redis_settings(state_dir) as (settings, urls):
+        print(f"Redis at {urls.redis_url}")
         first_sight, repeated = asyncio.run(measure_check(settings, args.calls))
         report_check(first_sight, "auth check, every signature verified")
         report_check(repeated, "auth check as the api runs it (verified token cached)")
@@ -223,6 +236,58 @@ def run(args: argparse.Namespace, state_dir: Path) -> None:
             measure_throughput(settings, args.requests, args.rounds, args.concurrency)
         )
         report_throughput(open_rps, authed_rps, args.requests, args.concurrency)
+
+
+def run_bench(options: BenchOptions) -> BenchResult:
+    """The registry's entry: the check's p99 and the time it adds, with the CPU per request."""
+    calls, requests, rounds = (2_000, 500, 1) if options.quick else (20_000, 4_000, 5)
+    with tempfile.TemporaryDirectory(prefix="eventpipe-bench-") as tmp:
+        with redis_settings(Path(tmp)) as (settings, urls):
+            _, repeated = asyncio.run(measure_check(settings, calls))
+            redis = {k: v for k, v in server_pids(urls).items() if k == "redis"}
+            # The app and its client share this process: one party, "bench (app + client)".
+            meter = CpuMeter({"bench": loadgen_cpu_s, **parties_of(redis)})
+            before = meter.sample()
+            open_rps, authed_rps = asyncio.run(measure_throughput(settings, requests, rounds, 16))
+            cpu = cpu_between(before, meter.sample())
+    added_us = (1 / authed_rps - 1 / open_rps) * 1e6
+    # Both routes, each with its warm-up (a quarter): every request of the CPU window.
+    total = 2 * (requests // 16 * 16 * rounds + requests // 4 // 16 * 16)
+    return BenchResult(
+        "auth_check",
+        figures=[
+            Figure(
+                "auth check p99, verified token cached",
+                percentile(repeated.check, 0.99),
+                "µs",
+                AUTH_CHECK_P99_US,
+                "AUTH_CHECK_P99_US",
+                "lower",
+            ),
+            Figure(
+                "time the check adds per request (mean)",
+                added_us,
+                "µs",
+                AUTH_CHECK_P99_US,
+                "AUTH_CHECK_P99_US",
+                "lower",
+            ),
+        ],
+        runs=[
+            RunRecord(
+                "auth: open + authed, in-process",
+                authed_rps,
+                int(total),
+                cpu_us_per_event={p: cpu.us_per_event(p, int(total)) for p in cpu.seconds},
+                cpu_cores={p: cpu.cores(p) for p in cpu.seconds},
+                extra={"open_requests_per_s": open_rps},
+            )
+        ],
+    )
+
+
+def parties_of(pids: dict[str, int]) -> dict[str, Callable[[], float]]:
+    return {name: functools.partial(tree_cpu_s, pid) for name, pid in pids.items()}
 
 
 def main() -> None:

@@ -24,8 +24,10 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bench.jobs import Context, Dataset, fill_dataset, queue_app, worker_env
-from bench.processor import Clock, run_in_tmp, start_role, wait_ready
+from bench.harness import run_in_tmp
+from bench.jobs.archive import Dataset, fill_dataset
+from bench.jobs.context import Context, queue_app, worker_env
+from bench.roles import Clock, start_role, wait_ready
 from eventpipe.core.config import Settings
 from eventpipe.core.db import async_engine
 from eventpipe.domain.exports import ExportCreate, create_export
@@ -77,7 +79,7 @@ def wait(check: Callable[[], bool], timeout: float, what: str) -> None:
 
 def started_worker(ctx: Context, data: Dataset, name: str) -> ManagedProcess:
     env = worker_env(ctx, data.url)
-    process = start_role(["-m", "eventpipe", "worker"], env, ctx.tmp / f"{name}.log")
+    process = start_role("worker", ["-m", "eventpipe", "worker"], env, ctx.tmp / f"{name}.log")
     wait_ready(process, f"http://127.0.0.1:{env['EVENTPIPE_WORKER_METRICS_PORT']}/readyz")
     return process
 
@@ -114,7 +116,7 @@ def run(args: argparse.Namespace, tmp: Path) -> bool:
         stack.callback(redis_process.stop, 30)
         cluster_url, postgres = start_postgres(tmp / "stack")
         stack.callback(postgres.stop, 60)
-        servers: dict[str, int | None] = {"redis": redis_process.pid, "postgres": postgres.pid}
+        servers = {"redis": redis_process.pid, "postgres": postgres.pid}
         ctx = Context(args, tmp, clock, cluster_url, redis_url, servers)
         clock.say(f"filling an archive of {args.rows:,} rows")
         data = fill_dataset(ctx, args.rows)

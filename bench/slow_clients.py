@@ -34,21 +34,11 @@ from typing import Any, Literal, cast
 import httpx
 import uvloop
 
-from bench.ingest import (
-    api_env,
-    bench_database,
-    bench_topic,
-    create_bench_key,
-    machine_busy_s,
-    own_cpu_s,
-    start_api,
-    stop_api,
-)
+from bench.cpu import CpuMeter, cpu_between, loadgen_cpu_s, tree_cpu_s
 from bench.loadgen import LoadResult, LoadSpec, basic_auth, run_load
+from bench.roles import start_api, stop_api
+from bench.stack import bench_stack
 from eventpipe.core.config import Settings
-from eventpipe.local.process import descendants, free_port
-from eventpipe.local.stack import LocalStack
-from eventpipe.migrations.runner import upgrade
 
 # The target: normal clients' p99 with the slow clients at most this many times their p99 alone.
 TARGET_P99_RATIO = 2.0
@@ -266,23 +256,16 @@ class FreshConnections:
             return b"".join(chunks)
 
 
-def tree_cpu_s(pids: list[int]) -> float:
-    """CPU seconds of these processes and every process below them (PostgreSQL's backends)."""
-    return sum(own_cpu_s(pid) for top in pids for pid in [top, *descendants(top)])
-
-
 def measure(spec: LoadSpec, port: int, processes: dict[str, int]) -> Window:
-    """Run the normal load once, with the CPU each of `processes` used meanwhile."""
-    before = {name: tree_cpu_s([pid]) for name, pid in processes.items()}
-    own, machine, started = time.process_time(), machine_busy_s(), time.monotonic()
+    """Run the normal load once, with the CPU each of `processes` used meanwhile (bench.cpu:
+    "loadgen" is this process, fresh connections included, with its load processes)."""
+    servers = {name: functools.partial(tree_cpu_s, pid) for name, pid in processes.items()}
+    meter = CpuMeter({**servers, "loadgen": loadgen_cpu_s})
+    before = meter.sample()
     with FreshConnections(port, spec.write_key) as fresh:
         load = run_load(spec)
-    elapsed = time.monotonic() - started
-    cpu = {name: tree_cpu_s([pid]) - before[name] for name, pid in processes.items()}
-    cpu["load generator"] = load.client_cpu_s
-    cpu["fresh connections"] = time.process_time() - own
-    cpu["others"] = max(0.0, machine_busy_s() - machine - sum(cpu.values()))
-    return Window(load, sorted(fresh.latencies_ms), fresh.failed, cpu, elapsed)
+    cpu = cpu_between(before, meter.sample())
+    return Window(load, sorted(fresh.latencies_ms), fresh.failed, cpu.seconds, cpu.elapsed_s)
 
 
 def quantile(values: list[float], fraction: float) -> float:
@@ -476,34 +459,25 @@ def run(args: argparse.Namespace, tmp: Path) -> bool:
     def say(message: str) -> None:
         print(f"[{time.monotonic() - started:5.1f} s] {message}", flush=True)
 
-    settings = Settings(state_dir=tmp / "stack")
-    with LocalStack(settings) as stack:
-        urls, ours = stack.urls, set(stack.processes)
-        say(f"servers ready; started here: {', '.join(sorted(ours)) or 'none'}")
-        servers = {name: process.pid for name, process in stack.processes.items()}
-        with (
-            bench_topic(urls.kafka_bootstrap, "kafka" in ours) as topic,
-            bench_database(urls.database_url, "postgres" in ours) as database,
-        ):
-            upgrade(database)
-            key, _ = asyncio.run(create_bench_key(database, settings))
-            port = free_port()
-            env = {**api_env(urls, database, topic, port, tmp), "EVENTPIPE_LOG_LEVEL": "INFO"}
-            with soft_open_files(API_SOFT_NOFILE):
-                api = start_api(["-m", "eventpipe", "api"], env, tmp / "api.log", port)
-            try:
-                spec = LoadSpec(
-                    f"http://127.0.0.1:{port}", key, batch=1, connections=args.normal_connections,
-                    seconds=args.seconds, warmup_s=2.0, rate=args.rate,
-                )  # fmt: skip
-                say(f"api ready on port {port}")
-                rounds = [
-                    run_round(args, spec, tmp, {"api": api.pid, **servers}, say)
-                    for _ in range(args.rounds)
-                ]
-                alive = healthy(f"http://127.0.0.1:{port}")
-            finally:
-                stop_api(api)
+    with bench_stack(tmp, topic_prefix="bench.slow_clients") as stack:
+        say(f"servers ready; started here: {', '.join(stack.started_here) or 'none'}")
+        port, key = stack.port, stack.write_key
+        env = {**stack.env, "EVENTPIPE_LOG_LEVEL": "INFO"}
+        with soft_open_files(API_SOFT_NOFILE):
+            api = start_api(["python", "-m", "eventpipe", "api"], env, tmp / "api.log", port)
+        try:
+            spec = LoadSpec(
+                stack.url, key, batch=1, connections=args.normal_connections,
+                seconds=args.seconds, warmup_s=2.0, rate=args.rate,
+            )  # fmt: skip
+            say(f"api ready on port {port}")
+            rounds = [
+                run_round(args, spec, tmp, {"api": api.pid, **stack.server_pids}, say)
+                for _ in range(args.rounds)
+            ]
+            alive = healthy(stack.url)
+        finally:
+            stop_api(api)
     report_rounds(rounds)
     best_alone = min((one.alone for one in rounds), key=lambda w: w.load.latency_ms(0.99))
     best_loaded = min((one.loaded for one in rounds), key=lambda w: w.load.latency_ms(0.99))

@@ -13,7 +13,6 @@ DIR/soak.png, and exits 1 when a limit is missed.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import threading
@@ -23,23 +22,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.ingest import (
-    API_WORKERS,
-    api_env,
-    bench_database,
-    bench_topic,
-    create_bench_key,
-    start_api,
-    stop_api,
-)
+from bench.cpu import cpu_between
+from bench.harness import run_in_tmp
+from bench.ingest.serving import api_command, describe
 from bench.loadgen import LoadResult, LoadSpec, run_load
-from bench.processor import Clock, CpuMeter, run_in_tmp, scrape, start_role, wait_ready
+from bench.processor.metrics import scrape
+from bench.roles import Clock, start_api, start_role, stop_api, wait_ready
 from bench.soak_report import Soak, report
 from bench.soak_watch import Watch
+from bench.stack import bench_stack
 from eventpipe.core.config import Settings
 from eventpipe.local.process import ManagedProcess, free_port
-from eventpipe.local.stack import LocalStack
-from eventpipe.migrations.runner import upgrade
 
 BATCH = 100
 MAX_CONNECTIONS = 32
@@ -56,7 +49,7 @@ DEFAULT_OUT = Path(__file__).resolve().parents[1] / "test-artifacts" / "soak"
 
 
 def soak_env(env: dict[str, str], tmp: Path, dedupe_window_s: int) -> dict[str, str]:
-    """bench.ingest's api environment, plus what the processor and the worker need."""
+    """bench.stack's api environment, plus what the processor and the worker need."""
     topic = env["EVENTPIPE_EVENTS_TOPIC"]
     return {
         **env,
@@ -75,10 +68,9 @@ def running_roles(env: dict[str, str], tmp: Path) -> Iterator[dict[str, ManagedP
     roles: dict[str, ManagedProcess] = {}
     try:
         port = int(env["EVENTPIPE_HTTP_PORT"])
-        api_args = ["-m", "eventpipe", "api", "--workers", str(API_WORKERS)]
-        roles["api"] = start_api(api_args, env, tmp / "api.log", port)
+        roles["api"] = start_api(api_command(), env, tmp / "api.log", port)
         for role in ("processor", "worker"):
-            roles[role] = start_role(["-m", "eventpipe", role], env, tmp / f"{role}.log")
+            roles[role] = start_role(role, ["-m", "eventpipe", role], env, tmp / f"{role}.log")
             health = env[f"EVENTPIPE_{role.upper()}_METRICS_PORT"]
             wait_ready(roles[role], f"http://127.0.0.1:{health}/readyz")
         yield roles
@@ -145,10 +137,10 @@ def drive(args: argparse.Namespace, target: tuple[str, str], watch: Watch, clock
     seconds = args.minutes * 60
     spec = LoadSpec(url, key, BATCH, connections=SOAK_CONNECTIONS, seconds=seconds,
                     warmup_s=0.0, rate=rate / BATCH)  # fmt: skip
-    meter = CpuMeter(dict(watch.pids))
-    meter.start()
+    meter = watch.meter()
+    before = meter.sample()
     result, load_end = soak_load(spec, watch, args.interval)
-    cpu = meter.stop()
+    cpu = cpu_between(before, meter.sample()).seconds
     clock.say(f"load ended at {load_end:.0f} s; waiting for the lag to return to 0")
     watch.every(1.0, lambda sample: sample.lag <= 0, DRAIN_LIMIT_S)
     metrics = scrape(watch.env["EVENTPIPE_PROCESSOR_METRICS_PORT"])
@@ -161,27 +153,18 @@ def drive(args: argparse.Namespace, target: tuple[str, str], watch: Watch, clock
 
 def run(args: argparse.Namespace, tmp: Path) -> bool:
     clock = Clock()
-    settings = Settings(state_dir=tmp / "stack")
-    with LocalStack(settings, fast_start=False) as stack:
-        urls, ours = stack.urls, stack.processes
-        clock.say(f"servers ready; started here: {', '.join(sorted(ours)) or 'none'}")
-        with (
-            bench_topic(urls.kafka_bootstrap, "kafka" in ours) as topic,
-            bench_database(urls.database_url, "postgres" in ours) as database,
-        ):
-            upgrade(database)
-            key, _ = asyncio.run(create_bench_key(database, settings))
-            port = free_port()
-            env = soak_env(api_env(urls, database, topic, port, tmp), tmp, args.dedupe_window_s)
-            with running_roles(env, tmp) as roles:
-                pids = {name: process.pid for name, process in {**roles, **ours}.items()}
-                clock.say(f"roles ready: {', '.join(roles)}; watching {', '.join(pids)}")
-                watch = Watch(pids, urls.kafka_bootstrap, urls.redis_url, env)
-                try:
-                    soak = drive(args, (f"http://127.0.0.1:{port}", key), watch, clock)
-                finally:
-                    watch.close()
-                soak.dead = [name for name, process in roles.items() if not process.alive()]
+    with bench_stack(tmp, topic_prefix="bench.soak") as stack:
+        clock.say(f"servers ready; started here: {', '.join(stack.started_here) or 'none'}")
+        env = soak_env(stack.env, tmp, args.dedupe_window_s)
+        with running_roles(env, tmp) as roles:
+            pids = {name: process.pid for name, process in roles.items()} | stack.server_pids
+            clock.say(f"roles ready: {', '.join(roles)}; watching {', '.join(pids)}")
+            watch = Watch(pids, stack.urls.kafka_bootstrap, stack.urls.redis_url, env)
+            try:
+                soak = drive(args, (stack.url, stack.write_key), watch, clock)
+            finally:
+                watch.close()
+            soak.dead = [name for name, process in roles.items() if not process.alive()]
         clock.say("roles and servers stopped")
     return report(soak, args.out)
 
@@ -213,7 +196,7 @@ def main() -> None:
     args = parse_args()
     print(
         f"eventpipe soak, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores shared "
-        f"by the servers, the api ({API_WORKERS} workers), the processor, the worker and the "
+        f"by the servers, the api ({describe(api_command())}), the processor, the worker and the "
         f"load generator; {args.minutes:g} min at "
         + (f"{args.rate:,.0f} events/s" if args.rate else f"{args.fraction:g} x the maximum")
     )

@@ -176,13 +176,13 @@ def print_figures(soak: Soak, found: list[Verdict]) -> None:
 
 def print_cpu(soak: Soak) -> None:
     events, seconds = soak.result.acked_events_total, soak.load_end_s
-    loadgen = soak.result.client_cpu_s
-    parts = {name: soak.cpu.get(name, 0.0) for name in soak.names}
-    parts |= {"load generator": loadgen, "this process": soak.cpu.get("bench", 0.0)}
+    # bench.cpu's parties: the process trees, "loadgen" (this process and the load's processes)
+    # and "others", every other process of the machine.
+    parts = {name: soak.cpu.get(name, 0.0) for name in [*soak.names, "loadgen"]}
     print(f"\nCPU during the load ({events:,} events in {seconds:.0f} s)   cores   us per event")
     for name, used in parts.items():
         print(f"  {name:<40}{used / seconds:>7.2f}{used / events * 1e6:>14.1f}")
-    others = max(0.0, soak.cpu.get("other", 0.0) - loadgen) / seconds
+    others = soak.cpu.get("others", 0.0) / seconds
     print(f"  {'other processes on the machine':<40}{others:>7.2f}")
 
 

@@ -5,6 +5,7 @@ stored in Redis with its aggregates, the offsets it resumes from)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -13,7 +14,9 @@ from typing import cast
 
 import redis
 
-from bench.processor import end_offsets, stored_offsets, used_memory
+from bench.cpu import CpuMeter, loadgen_cpu_s, tree_cpu_s
+from bench.processor.runs import used_memory
+from bench.processor.topic import end_offsets, stored_offsets
 from eventpipe.local.process import descendants
 
 
@@ -86,6 +89,12 @@ class Watch:
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=10)
         self.started = time.time()
         self.samples: list[Sample] = []
+
+    def meter(self) -> CpuMeter:
+        """The CPU of the same process trees (bench.cpu), and of the load generator, this
+        process with the load's processes: "others" is then every other job on the machine."""
+        trees = {name: functools.partial(tree_cpu_s, pid) for name, pid in self.pids.items()}
+        return CpuMeter({**trees, "loadgen": loadgen_cpu_s})
 
     def begin(self) -> None:
         """Samples count their time from now: the soak's load begins."""

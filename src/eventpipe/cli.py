@@ -278,6 +278,22 @@ def doctor() -> None:
     raise typer.Exit(run_doctor(settings))
 
 
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Run the benchmarks (`--quick`, `--output DIR`, names); needs a source checkout.
+
+    Every argument goes to `python -m bench` in the checkout: `eventpipe bench --help` lists them.
+    """
+    from pathlib import Path
+
+    from eventpipe.cli_bench import run_bench
+
+    raise typer.Exit(run_bench(ctx.args, Path.cwd()))
+
+
 def main() -> None:
     app()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import subprocess
@@ -13,11 +12,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import psycopg
 from confluent_kafka import KafkaError, KafkaException
 
 from eventpipe.core.config import Settings
 from eventpipe.core.kafka import admin_client
+from eventpipe.local.databases import fresh_database
+
+__all__ = ["fresh_database"]  # moved to eventpipe.local; the tests import it from here
 
 
 def wait_for(
@@ -123,19 +124,6 @@ def api_env(settings: Settings, port: int, state_dir: Path) -> dict[str, str]:
         }
     )
     return env
-
-
-@contextlib.contextmanager
-def fresh_database(url: str, name: str) -> Iterator[str]:
-    """A new, empty database `name` beside the one of `url`; its URL. Dropped afterwards."""
-    base, _, _ = url.rpartition("/")
-    with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(f"{base}/postgres", autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def delete_topics(bootstrap: str, names: list[str]) -> None:

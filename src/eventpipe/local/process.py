@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -128,6 +128,7 @@ def spawn(
     lock_fd: int | None = None,
     cwd: Path | None = None,
     user: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> ManagedProcess:
     """Start a server with stdout and stderr appended to `log_path`, in a session of its own.
 
@@ -142,7 +143,7 @@ def spawn(
         log.flush()
         offset = log.tell()
         try:
-            popen = _popen(args, log, cwd=cwd, lock_fd=lock_fd, user=user)
+            popen = _popen(args, log, cwd=cwd, lock_fd=lock_fd, user=user, env=env)
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -152,10 +153,17 @@ def spawn(
 
 
 def _popen(
-    args: Sequence[str], log: BinaryIO, *, cwd: Path | None, lock_fd: int | None, user: str | None
+    args: Sequence[str],
+    log: BinaryIO,
+    *,
+    cwd: Path | None,
+    lock_fd: int | None,
+    user: str | None,
+    env: Mapping[str, str] | None,
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         args,
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
