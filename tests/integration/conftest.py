@@ -32,7 +32,7 @@ from tests.integration.s3_support import (  # noqa: F401 - fixtures, found by na
     s3_client,
     s3_endpoint,
 )
-from tests.integration.support import fresh_database
+from tests.integration.support import TOPIC_PARTITIONS, fresh_database
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def unique() -> str:
 @pytest.fixture
 def topic(stack_urls: StackUrls, unique: str) -> Iterator[str]:
     name = f"test.{unique}"
-    ensure_topics(stack_urls.kafka_bootstrap, {name: 3})
+    ensure_topics(stack_urls.kafka_bootstrap, {name: TOPIC_PARTITIONS})
     yield name
     admin = admin_client(stack_urls.kafka_bootstrap)
     for future in admin.delete_topics([name], operation_timeout=10).values():

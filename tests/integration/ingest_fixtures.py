@@ -15,7 +15,7 @@ from eventpipe.api.app import create_app
 from eventpipe.core.config import Settings
 from eventpipe.core.kafka import ensure_topics
 from eventpipe.local.stack import StackUrls
-from tests.integration.support import delete_topics, fresh_database
+from tests.integration.support import TOPIC_PARTITIONS, delete_topics, fresh_database
 from tests.integration.test_ingest import (
     Account,
     Delivered,
@@ -36,7 +36,7 @@ def module_api_settings(
     a module-scoped fixture; the topic and the database are removed afterwards."""
     unique = uuid.uuid4().hex[:12]
     topic = f"test.{name}.{unique}"
-    ensure_topics(stack_urls.kafka_bootstrap, {topic: 3})
+    ensure_topics(stack_urls.kafka_bootstrap, {topic: TOPIC_PARTITIONS})
     with fresh_database(stack_urls.database_url, f"test_{name}_{unique}") as database_url:
         base = Settings(
             kafka_bootstrap=stack_urls.kafka_bootstrap,

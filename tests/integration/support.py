@@ -133,3 +133,7 @@ def delete_topics(bootstrap: str, names: list[str]) -> None:
     if present:
         for future in admin.delete_topics(present, operation_timeout=10).values():
             future.result(timeout=15)
+
+
+# Partitions of every test topic: more than one, so keys are seen to decide the partition.
+TOPIC_PARTITIONS = 3

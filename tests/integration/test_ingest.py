@@ -34,6 +34,7 @@ from eventpipe.core.config import Settings
 from eventpipe.core.kafka import consumer_config
 from eventpipe.domain.events import EventRecord, decode_record
 from eventpipe.migrations.runner import upgrade
+from tests.integration.support import TOPIC_PARTITIONS
 
 pytestmark = pytest.mark.integration
 
@@ -318,6 +319,30 @@ def test_one_users_events_stay_in_one_partition_in_order(
     assert [json_value(d.record.properties)["seq"] for d in steady] == list(range(30))
     # 24 other users over 3 partitions: the key, not chance, keeps "steady" together.
     assert len({d.partition for d in delivered if d.record.user_id != "steady"}) > 1
+    # Java's partitioner, as every Kafka client computes it: a retry lands where the first send
+    # did, whichever client sends it (the processor's dedupe is per partition).
+    assert all(d.partition == java_partition(d.key, TOPIC_PARTITIONS) for d in delivered)
+
+
+def java_partition(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner for a keyed record: murmur2, positive, modulo."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's `Utils.murmur2` (seed 0x9747b28c), as a signed 32-bit value's bits."""
+    m, mask = 0x5BD1E995, 0xFFFFFFFF
+    h = (0x9747B28C ^ len(data)) & mask
+    whole = len(data) - len(data) % 4
+    for i in range(0, whole, 4):
+        k = int.from_bytes(data[i : i + 4], "little") * m & mask
+        k = (k ^ (k >> 24)) * m & mask
+        h = (h * m & mask) ^ k
+    tail = data[whole:]
+    if tail:
+        h = (h ^ int.from_bytes(tail, "little")) * m & mask
+    h = (h ^ (h >> 13)) * m & mask
+    return h ^ (h >> 15)
 
 
 def test_message_id_is_kept_when_sent_and_generated_when_absent(
