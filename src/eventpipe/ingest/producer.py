@@ -63,7 +63,7 @@ class EventProducer:
         *,
         ack_timeout_s: float,
         security: Mapping[str, str] = NO_SECURITY,
-        linger_ms: float = 5,
+        linger_ms: float = 20,
     ) -> None:
         self.topic = topic
         self.ack_timeout_s = ack_timeout_s
