@@ -28,6 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from fastapi.testclient import TestClient
 
 from eventpipe.api.app import create_app
+from eventpipe.api.routes import ingest as ingest_routes
 from eventpipe.auth.admin import create_user_sync
 from eventpipe.auth.keys import generate_key_file
 from eventpipe.core.config import Settings
@@ -728,6 +729,28 @@ def test_hostile_values_are_refused_with_400_not_500(
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 def test_other_methods_get_405_in_json(client: TestClient, path: str, method: str) -> None:
     assert_error(client.request(method, path), 405, "method_not_allowed")
+
+
+def test_an_unexpected_error_is_a_json_500_with_the_usual_headers(
+    client: TestClient, write_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ingest routes bypass the middleware that turns an exception into JSON: their
+    endpoint does it itself, with the security headers and CORS of every ingest answer."""
+
+    def broken(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(ingest_routes, "build_records", broken)
+    origin = {"Origin": "https://shop.example"}
+    for path in ("/v1/batch", "/v1/track"):
+        event = {"type": "track", "userId": "u", "event": "E"}
+        body = {"batch": [event]} if path == "/v1/batch" else event
+        response = post_event(client, path, body, write_key, origin)
+        assert response.status_code == 500, response.text
+        assert response.json()["error"]["code"] == "internal_error"
+        assert "a bug" not in response.text
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["access-control-allow-origin"] == origin["Origin"]
 
 
 def test_envelope_context_cannot_push_an_event_past_32_kb(
