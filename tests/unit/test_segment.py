@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from eventpipe.domain.events import decode_record, encode_record, record_key
+from eventpipe.ingest import storable
 from eventpipe.ingest.body import decode_content
 from eventpipe.ingest.clock import corrected_time
 from eventpipe.ingest.errors import IngestError
@@ -149,3 +150,19 @@ def test_nul_characters_are_refused_but_an_escaped_backslash_is_not() -> None:
     literal = {"type": "track", "userId": "u", "event": "e", "properties": {"a": "\\u0000"}}
     (record,) = _records(_batch(literal))
     assert record is not None
+
+
+def test_hex_ids_that_look_like_exponents_cost_no_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quarter of uuid4s hold `<digit>e<3 digits>`: a batch of them must not fall back to
+    parsing the whole body in Python (it did past 64, at ~7 us per event), and a real number
+    past a double's range beside them is still refused."""
+    ids = [f"ab12e345-{n:04d}-4e67-8e90-12e456789abc" for n in range(100)]
+    events = [{"type": "track", "userId": "u", "event": "E", "messageId": i} for i in ids]
+    parses: list[bytes] = []
+    monkeypatch.setattr(storable.json, "loads", lambda body, **_: parses.append(body))
+    assert len(_records(_batch(*events))) == 100
+    assert parses == []
+    events[-1]["properties"] = {"big": "PLACEHOLDER"}
+    body = _batch(*events).replace(b'"PLACEHOLDER"', b"1e400")
+    monkeypatch.undo()
+    assert _error(body).code == "number_out_of_range"

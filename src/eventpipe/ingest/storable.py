@@ -46,8 +46,11 @@ def _shapes() -> bytes:
 _SHAPES = _shapes()
 _EXPONENTS = (b"0e000", b"0e+000")
 _LONG_RUN = b"0" * 200
-# Hex ids (`4e123f...`) look like exponents too; past this many, the parse decides.
-_MAX_LOOKALIKES = 64
+# Hex ids (`4e123f...`) look like exponents too: a quarter of uuid4s hold one, so a batch of a
+# hundred events often holds dozens. Each is checked where it starts, up to one per this many
+# bytes of body (then the parse decides): about what the parse itself would cost.
+_BYTES_PER_LOOKALIKE = 100
+_MIN_LOOKALIKES = 64
 # Brackets only, and one kind: in valid JSON `{}` and `[]` nest alike.
 _ONE_KIND = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
@@ -82,12 +85,12 @@ def _maybe_unstorable(body: bytes) -> bool:
         return True
     if _EXPONENTS[0] not in shapes and _EXPONENTS[1] not in shapes:
         return False
-    lookalikes = 0
+    lookalikes, most = 0, max(_MIN_LOOKALIKES, len(body) // _BYTES_PER_LOOKALIKE)
     for exponent in _EXPONENTS:
         at = shapes.find(exponent)
         while at != -1:
             lookalikes += 1
-            if _starts_a_value(shapes, at) or lookalikes > _MAX_LOOKALIKES:
+            if _starts_a_value(shapes, at) or lookalikes > most:
                 return True
             at = shapes.find(exponent, at + 1)
     return False
