@@ -15,11 +15,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple
 
-import orjson
 from starlette.types import Message, Receive, Scope, Send
 
 from eventpipe.auth.origins import cors_headers
-from eventpipe.dashboard.headers import OTHER_RAW
+from eventpipe.core.errors import INTERNAL_MESSAGE, error_body
+from eventpipe.dashboard.headers import OTHER_RAW, raw_headers
 from eventpipe.ingest.errors import IngestError
 from eventpipe.ingest.producer import KafkaUnavailable
 
@@ -28,9 +28,7 @@ log = logging.getLogger(__name__)
 SUCCESS = b'{"success":true}'
 _JSON = (b"content-type", b"application/json")
 _SUCCESS_HEADERS = [_JSON, (b"content-length", str(len(SUCCESS)).encode()), *OTHER_RAW]
-_INTERNAL = orjson.dumps(
-    {"error": {"code": "internal_error", "message": "internal error; the request was not applied"}}
-)
+_INTERNAL = error_body("internal_error", INTERNAL_MESSAGE)
 
 
 class Head(NamedTuple):
@@ -74,13 +72,10 @@ async def body_chunks(receive: Receive) -> AsyncIterator[bytes]:
 def refusal_parts(error: IngestError | KafkaUnavailable) -> tuple[int, bytes, dict[str, str]]:
     """A refused request's status, JSON body and headers."""
     if isinstance(error, KafkaUnavailable):
-        kafka = {"code": "kafka_unavailable", "message": str(error)}
-        return 503, orjson.dumps({"error": kafka}), {"Retry-After": "1"}
-    problem: dict[str, object] = {"code": error.code, "message": error.message}
-    if error.index is not None:
-        problem["index"] = error.index
+        return 503, error_body("kafka_unavailable", str(error)), {"Retry-After": "1"}
+    extra = {} if error.index is None else {"index": error.index}
     headers = {"Retry-After": "1"} if error.status in (429, 503) else {}
-    return error.status, orjson.dumps({"error": problem}), headers
+    return error.status, error_body(error.code, error.message, **extra), headers
 
 
 Flow = Callable[[Any, Head, AsyncIterator[bytes], "str | None"], Awaitable[None]]
@@ -88,18 +83,17 @@ Flow = Callable[[Any, Head, AsyncIterator[bytes], "str | None"], Awaitable[None]
 
 def _answer_start(status: int, headers: list[tuple[bytes, bytes]], origin: str | None) -> Message:
     if origin is not None:
-        headers = headers + [
-            (k.lower().encode(), v.encode()) for k, v in cors_headers(origin).items()
-        ]
+        headers = [*headers, *raw_headers(cors_headers(origin).items())]
     return {"type": "http.response.start", "status": status, "headers": headers}
 
 
-def _raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
-
-
 def _error_headers(body: bytes, extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [_JSON, (b"content-length", str(len(body)).encode()), *_raw(extra), *OTHER_RAW]
+    return [
+        _JSON,
+        (b"content-length", str(len(body)).encode()),
+        *raw_headers(extra.items()),
+        *OTHER_RAW,
+    ]
 
 
 class IngestEndpoint:

@@ -15,6 +15,8 @@ A pure ASGI middleware: it adds the missing headers to the start of each respons
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Headers = tuple[tuple[str, str], ...]
@@ -63,14 +65,15 @@ def headers_for(path: str) -> Headers:
     return OTHER_HEADERS
 
 
-def _raw(headers: Headers) -> tuple[tuple[bytes, bytes], ...]:
-    return tuple((name.encode(), value.encode()) for name, value in headers)
+def raw_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[bytes, bytes], ...]:
+    """Headers as an ASGI answer carries them: bytes, names in lower case."""
+    return tuple((name.lower().encode(), value.encode()) for name, value in headers)
 
 
 _GROUPS: tuple[Headers, ...] = (
     PAGE_HEADERS, OTHER_HEADERS, STATIC_HEADERS, API_HEADERS, DOCS_HEADERS,
 )  # fmt: skip
-_RAW = {group: _raw(group) for group in _GROUPS}
+_RAW = {group: raw_headers(group) for group in _GROUPS}
 # For answers built as raw ASGI (the ingest routes, api/ingestasgi.py).
 OTHER_RAW = _RAW[OTHER_HEADERS]
 
