@@ -100,8 +100,8 @@ class RequestClock:
 
     def __init__(self, received_at: datetime) -> None:
         self.received_at = received_at
-        self.received_iso = iso(received_at)
-        self.received_ms = (received_at - _EPOCH) // timedelta(milliseconds=1)
+        self.received_ms = (received_at.astimezone(UTC) - _EPOCH) // timedelta(milliseconds=1)
+        self.received_iso = text_ms(self.received_ms)
         # The batch's `sentAt` is one string for every item: parsed once.
         self._seen: dict[str, tuple[datetime, str]] = {}
         self._sent_ms: tuple[str, int | None] = ("", None)

@@ -24,6 +24,7 @@ class KafkaUnavailable(Exception):
 # them (each is at most this late), and while none does (errors and fatal states are noticed).
 POLL_S = 0.001
 IDLE_POLL_S = 0.1
+QUEUE_FULL = "the Kafka send queue is full"
 
 
 class _Waiter:
@@ -154,16 +155,13 @@ class EventProducer:
         # One call for the request: produce_batch partitions by key as produce does (the same
         # partitioner, checked by a test) and costs about a fifth less per message (measured).
         batch = [{"key": key, "value": value} for key, value in messages]
+        # The local queue is full (Kafka is slow or away): those already queued still settle.
         try:
             queued = self._producer.produce_batch(self.topic, batch, on_delivery=on_delivery)
         except BufferError as error:
-            queued = -1
-            cause: BaseException | None = error
-        else:
-            cause = None
+            raise KafkaUnavailable(QUEUE_FULL) from error
         if queued != len(batch):
-            # The local queue is full: Kafka is slow or away. Those already queued still settle.
-            raise KafkaUnavailable("the Kafka send queue is full") from cause
+            raise KafkaUnavailable(QUEUE_FULL)
 
     def close(self, timeout: float = 10.0) -> None:
         """Flush what is queued (from any thread: the reports it fires reach the loop)."""
